@@ -1,0 +1,1 @@
+"""Metric-depth evaluation: metrics, the dataset runner and plots."""
