@@ -53,9 +53,7 @@ DEPTH_SUFFIXES = (".npy", ".png", ".pfm", ".tif", ".tiff")
 # ----------------------------------------------------------------------------------------------------------
 def _output_error(path: Path, exc: OSError) -> OutputError:
     if exc.errno == errno.ENOSPC:
-        return OutputError(
-            f"{path}: disk full while writing; free some space or choose another output folder"
-        )
+        return OutputError(f"{path}: disk full while writing; free some space or choose another output folder")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"{path}: output location is not writable; choose a folder you can write to")
     return OutputError(f"{path}: could not write ({exc.strerror or exc}); check the output path")
@@ -173,13 +171,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             else:
                 arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     except UnidentifiedImageError as exc:
-        raise InputError(
-            f"{path}: not a supported image (PNG, JPEG, TIFF, WebP, BMP); convert it first"
-        ) from exc
+        raise InputError(f"{path}: not a supported image (PNG, JPEG, TIFF, WebP, BMP); convert it first") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(
-            f"{path}: image is corrupt or truncated ({exc}); re-export or re-download it"
-        ) from exc
+        raise InputError(f"{path}: image is corrupt or truncated ({exc}); re-export or re-download it") from exc
     if path.suffix.lower() in (".png", ".tif", ".tiff") and mode in ("RGB", "RGBA") and _is_16bit_rgb(path):
         arr = _read_16bit_rgb(path, arr.shape)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
@@ -217,9 +211,7 @@ def validate_image(image: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def write_image(
-    path: str | os.PathLike, image: np.ndarray, bits: Literal[8, 16] = 8, quality: int = 95
-) -> None:
+def write_image(path: str | os.PathLike, image: np.ndarray, bits: Literal[8, 16] = 8, quality: int = 95) -> None:
     """Write a float RGB image in [0, 1] (H, W, 3) or grey (H, W); 16-bit only for PNG/TIFF. Atomic."""
     import cv2
     from PIL import Image
@@ -442,9 +434,7 @@ class Stack:
     def __post_init__(self) -> None:
         self.K = [float(k) for k in self.K]
         if len(self.frames) != len(self.K):
-            raise InputError(
-                f"stack: {len(self.frames)} frames but {len(self.K)} K values; give one K per frame"
-            )
+            raise InputError(f"stack: {len(self.frames)} frames but {len(self.K)} K values; give one K per frame")
         if not self.frames:
             raise InputError("stack: no frames")
         h, w = self.frames[0].shape[:2]
@@ -456,13 +446,9 @@ class Stack:
         if any(not np.isfinite(k) or k < 0 for k in self.K):
             raise InputError(f"stack: K values must be finite and >= 0, got {self.K}")
         if not 0 <= self.reference < len(self.frames):
-            raise InputError(
-                f"stack: reference index {self.reference} out of range for {len(self.frames)} frames"
-            )
+            raise InputError(f"stack: reference index {self.reference} out of range for {len(self.frames)} frames")
         if self.K_convention not in ("metric", "normalized"):
-            raise InputError(
-                f"stack: K_convention must be 'metric' or 'normalized', got {self.K_convention!r}"
-            )
+            raise InputError(f"stack: K_convention must be 'metric' or 'normalized', got {self.K_convention!r}")
         if self.focus_side not in (None, "near", "far"):
             raise InputError(f"stack: focus_side must be 'near' or 'far', got {self.focus_side!r}")
 
@@ -595,9 +581,7 @@ def _read_reference_stack(path: Path) -> Stack:
         ref_candidates.append(path.parent / Path(index["ref_image"]).name)
     ref = next((p for p in ref_candidates if p.exists()), None)
     if ref is None:
-        raise InputError(
-            f"{index_path}: sharp reference ref.png not found beside the stack; put it in {path.parent}"
-        )
+        raise InputError(f"{index_path}: sharp reference ref.png not found beside the stack; put it in {path.parent}")
     frames = [read_image(ref)] + [read_image(path / f"{i}.png") for i in ids]
     try:
         return Stack(

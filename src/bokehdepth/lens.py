@@ -46,9 +46,7 @@ NORMALIZED_K_WIDTH = 512
 """Image width (px) at which the published models' normalised K is defined."""
 
 
-def _check_camera(
-    focal_mm: Any, f_number: Any, focus_m: Any, sensor_mm: Any = 36.0, width_px: Any = 1
-) -> None:
+def _check_camera(focal_mm: Any, f_number: Any, focus_m: Any, sensor_mm: Any = 36.0, width_px: Any = 1) -> None:
     def bad(x: Any) -> bool:
         arr = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float64)
         return bool((~np.isfinite(arr)).any() or (arr <= 0).any())
@@ -63,10 +61,7 @@ def _check_camera(
         raise InputError(f"--sensor-mm: sensor width must be > 0 mm, got {sensor_mm}")
     if bad(width_px):
         raise InputError(f"--width-px: image width must be > 0 px, got {width_px}")
-    f = (
-        np.asarray(focal_mm.detach().cpu() if hasattr(focal_mm, "detach") else focal_mm, dtype=np.float64)
-        / 1000
-    )
+    f = np.asarray(focal_mm.detach().cpu() if hasattr(focal_mm, "detach") else focal_mm, dtype=np.float64) / 1000
     s = np.asarray(focus_m.detach().cpu() if hasattr(focus_m, "detach") else focus_m, dtype=np.float64)
     if (s <= f).any():
         raise InputError(

@@ -65,9 +65,7 @@ def contact_sheet(
             arr = np.repeat(arr[..., None], 3, axis=2)
         h, w = arr.shape[:2]
         th = max(1, round(h * tile / w))
-        im = Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)).resize(
-            (tile, th), Image.BILINEAR
-        )
+        im = Image.fromarray(np.round(np.clip(arr, 0, 1) * 255).astype(np.uint8)).resize((tile, th), Image.BILINEAR)
         tiles.append(im)
     label_h = 16 if labels else 0
     th = max(t.height for t in tiles)

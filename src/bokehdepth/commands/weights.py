@@ -12,14 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("weights", help="list or check the key layout of released checkpoints")
     wsub = p.add_subparsers(dest="action", metavar="ACTION", parser_class=type(p))
     wsub.required = True
-    keys = wsub.add_parser(
-        "keys", help="print key<TAB>shape of the full-size model as its checkpoint stores it"
-    )
+    keys = wsub.add_parser("keys", help="print key<TAB>shape of the full-size model as its checkpoint stores it")
     keys.add_argument("backend", help="kontext-adapter, dav2-dsfa-s|b|l, udv2-dsfa or bokeh-diffusion")
     keys.set_defaults(func=run_keys)
-    check = wsub.add_parser(
-        "check", help="load a checkpoint strictly and report missing/unexpected/mis-shaped keys"
-    )
+    check = wsub.add_parser("check", help="load a checkpoint strictly and report missing/unexpected/mis-shaped keys")
     check.add_argument("backend")
     check.add_argument("file")
     check.set_defaults(func=run_check)

@@ -100,9 +100,7 @@ class KeyReport:
                 more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
                 parts.append(f"{len(items)} {label}: {', '.join(items[:limit])}{more}")
         if self.mismatched:
-            shown = ", ".join(
-                f"{k} expected {list(e)} found {list(f)}" for k, e, f in self.mismatched[:limit]
-            )
+            shown = ", ".join(f"{k} expected {list(e)} found {list(f)}" for k, e, f in self.mismatched[:limit])
             parts.append(f"{len(self.mismatched)} mis-shaped: {shown}")
         return "; ".join(parts) if parts else "all keys match"
 

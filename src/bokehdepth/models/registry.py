@@ -22,9 +22,7 @@ from .checkpoints import PublishedFile
 
 __all__ = ["BACKENDS", "Backend", "BackendName", "get_backend"]
 
-BackendName = Literal[
-    "kontext-adapter", "dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l", "udv2-dsfa", "bokeh-diffusion"
-]
+BackendName = Literal["kontext-adapter", "dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l", "udv2-dsfa", "bokeh-diffusion"]
 
 
 @dataclass(frozen=True)
