@@ -182,8 +182,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def _is_16bit_rgb(path: Path) -> bool:
-    if path.suffix.lower() != ".png":
-        return False
+    if path.suffix.lower() in (".tif", ".tiff"):
+        from PIL import Image
+
+        with Image.open(path) as im:
+            bits = im.tag_v2.get(258) if hasattr(im, "tag_v2") else None  # BitsPerSample
+        return bool(bits) and (bits == 16 or (isinstance(bits, tuple) and bits[0] == 16))
     with open(path, "rb") as f:
         head = f.read(33)
     # PNG IHDR: bit depth at byte 24, colour type at byte 25 (2 = RGB, 6 = RGBA)
