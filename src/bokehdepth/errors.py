@@ -27,7 +27,7 @@ class InputError(BokehDepthError, ValueError):
     """Bad input: unreadable file, wrong shape, NaN/inf/negative depth, K out of range, ..."""
 
 
-class OutputError(BokehDepthError, OSError):
+class OutputError(BokehDepthError):
     """An output could not be written (folder not writable, disk full)."""
 
 
@@ -35,7 +35,7 @@ class CheckpointError(BokehDepthError):
     """A checkpoint is corrupt, of the wrong layout, or does not match the model strictly."""
 
 
-class MissingWeightsError(CheckpointError, FileNotFoundError):
+class MissingWeightsError(CheckpointError):
     """A released checkpoint is not on disk.
 
     Args:
