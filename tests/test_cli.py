@@ -75,8 +75,8 @@ def test_pickled_objects_are_refused(tmp_path, capsys):
 
 
 def test_missing_weights_error_names_repo_and_command():
-    from bokehdepth.models.checkpoints import PublishedFile, resolve_weights
     from bokehdepth.errors import MissingWeightsError
+    from bokehdepth.models.checkpoints import PublishedFile, resolve_weights
 
     with pytest.raises(MissingWeightsError) as exc:
         resolve_weights("/nonexistent/dir", PublishedFile("UDv2_dsfa_release.pth", "fogradio/BokehDepth"))
