@@ -1,0 +1,140 @@
+"""``bokehdepth sweep``: the Depth-from-Bokeh Sweep (no learned weights).
+
+``bokehdepth sweep STACK_DIR -o OUT_DIR [--focus-side near|far] [--window W] [--max-radius R]`` or
+``bokehdepth sweep --photos A.jpg B.jpg … -o OUT_DIR [--focal-mm F --f-number N … --focus-m S … --sensor-mm W]``
+writes ``depth.npy`` (metres, NaN unknown), ``disp_offset.npy`` (|disp − disp_focus|), ``confidence.npy``,
+``depth_color.png``, ``sweep_plot.png`` and ``sweep.json``; with the sign unresolved also ``depth_near.npy``,
+``depth_far.npy`` and ``ambiguous.npy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="calibrated stack or photo bracket -> metric depth (Depth-from-Bokeh Sweep, no weights)",
+        description="Per pixel, measure the blur of every frame relative to the sharpest one and regress it on "
+        "K (r = K·|disp − disp_focus|) to get the inverse-depth offset, then metric depth.",
+    )
+    p.add_argument("stack", nargs="?", help="stack folder (frame_*.png + stack.json)")
+    p.add_argument("--photos", nargs="+", metavar="PHOTO", help="an aperture or focus bracket of photos (EXIF)")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--focus-side", choices=("near", "far"), help="the focus plane is the nearest / farthest surface")
+    p.add_argument("--window", type=int, default=15, help="matching window side in px, odd (default 15)")
+    p.add_argument("--max-radius", type=float, default=24.0, help="largest blur radius searched, px (default 24)")
+    p.add_argument("--step", type=float, default=0.5, help="spacing of candidate radii, px (default 0.5)")
+    p.add_argument("--no-fill", action="store_true", help="no edge-aware fill of low-confidence pixels")
+    p.add_argument(
+        "--disp-range",
+        nargs=2,
+        type=float,
+        metavar=("DMIN", "DMAX"),
+        help="normalized stacks: the scene's disparity range in 1/m, to get metric depth",
+    )
+    p.add_argument("--offset-only", action="store_true", help="normalized stacks: write only the normalised offset")
+    p.add_argument(
+        "--focus-m", nargs="+", type=float, help="focus distance in m (stack: one value; photos: one or per photo)"
+    )
+    p.add_argument("--focal-mm", type=float, help="photos: focal length in mm (EXIF FocalLength)")
+    p.add_argument("--f-number", nargs="+", type=float, help="photos: f-number, one or per photo (EXIF FNumber)")
+    p.add_argument("--sensor-mm", type=float, help="photos: sensor width in mm (else from FocalLengthIn35mmFilm)")
+    p.add_argument("--max-width", type=int, default=1024, help="photos: working width cap in px (0 = full size)")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+    p.set_defaults(func=run)
+
+
+def _config(args: argparse.Namespace, focus_m: float | None):
+    from ..sweep import SweepConfig
+
+    return SweepConfig(
+        window=args.window,
+        max_radius=args.max_radius,
+        step=args.step,
+        focus_side=args.focus_side,
+        fill=not args.no_fill,
+        disp_range=tuple(args.disp_range) if args.disp_range else None,
+        focus_m=focus_m,
+        progress=args.progress,
+    )
+
+
+def _run_stack(args: argparse.Namespace):
+    from ..io import read_stack
+    from ..sweep import sweep_stack
+
+    stack = read_stack(args.stack)
+    if args.focus_m is not None and len(args.focus_m) != 1:
+        raise InputError("--focus-m: give one focus distance for a stack")
+    if stack.K_convention == "normalized" and args.disp_range is None and not args.offset_only:
+        raise InputError(
+            f"{args.stack}: K_convention is 'normalized' (no metric scale), so depth is undefined; pass "
+            "--disp-range DMIN DMAX (scene disparity range, 1/m) or --offset-only for the normalised offset"
+        )
+    return sweep_stack(stack, _config(args, args.focus_m[0] if args.focus_m else None)), stack
+
+
+def _run_photos(args: argparse.Namespace):
+    from ..sweep import sweep_stack
+    from ..sweep_focus import sweep_focus_bracket
+    from ..sweep_photos import load_photo_bracket
+
+    bracket = load_photo_bracket(
+        args.photos,
+        focal_mm=args.focal_mm,
+        f_number=args.f_number,
+        focus_m=args.focus_m,
+        sensor_mm=args.sensor_mm,
+        max_width=args.max_width,
+    )
+    config = _config(args, None)
+    if bracket.kind == "focus":
+        return sweep_focus_bracket(bracket.stack, bracket.disp_focus, config), bracket.stack
+    return sweep_stack(bracket.stack, config), bracket.stack
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..io import atomic_dir, write_depth_outputs, write_json
+    from ..sweep_plot import plot_sweep
+
+    if (args.stack is None) == (args.photos is None):
+        raise InputError("sweep: give either a STACK_DIR or --photos A.jpg B.jpg ..., not both or neither")
+    result, stack = _run_photos(args) if args.photos else _run_stack(args)
+    out = Path(args.output)
+    with atomic_dir(out) as tmp:
+        extra = {"disp_offset": result.disp_offset, "confidence": result.confidence}
+        if result.depth is not None:
+            if result.ambiguous is not None:
+                extra |= {"depth_near": result.depth_near, "depth_far": result.depth_far}
+                np.save(tmp / "ambiguous.npy", result.ambiguous.astype(bool))
+            write_depth_outputs(tmp, result.depth, extra)
+        else:
+            for key, arr in extra.items():
+                np.save(tmp / f"{key}.npy", np.asarray(arr, dtype=np.float32))
+        plot_sweep(result, tmp / "sweep_plot.png")
+        info = dict(result.info)
+        info |= {
+            "input": str(args.stack) if args.stack else [str(p) for p in args.photos],
+            "size": list(stack.size),
+            "offset_units": result.offset_units,
+            "depth_written": result.depth is not None,
+            "ambiguous_fraction": None if result.ambiguous is None else float(result.ambiguous.mean()),
+            "lens": stack.lens,
+        }
+        write_json(tmp / "sweep.json", info)
+    msg = f"sweep: wrote {out}"
+    if result.ambiguous is not None and result.ambiguous.any():
+        msg += (
+            f" ({100 * result.ambiguous.mean():.1f} % of pixels ambiguous in front/behind focus: depth.npy is NaN "
+            "there; see depth_near.npy / depth_far.npy or pass --focus-side)"
+        )
+    sys.stdout.write(msg + "\n")
+    return 0

@@ -1,0 +1,287 @@
+"""The embedded default Stage-2 model: a small ViT + DSFA metric depth network that runs fast on a CPU.
+
+Design (docs/stage2.md has the rationale and the training command):
+
+- **Frames.** The sharp reference (frame 0, K = 0) and the N stack frames are resized to the working size
+  (short side ``cfg.image_size``, both sides multiples of the patch size). Each frame enters the ViT as 6
+  channels: its RGB and its difference to the reference (zero for the reference), which exposes the defocus
+  directly to the patch embedding.
+- **Backbone.** ``cfg.depth`` pre-LN ViT blocks (fixed 2-D sin-cos positions, any resolution), run on all
+  F = N + 1 frames as one batch; the tokens after the blocks in ``cfg.taps`` are tapped.
+- **DSFA.** The published :class:`~bokehdepth.models.dsfa.DividedSpaceFocusBlock` is applied post-hoc to the
+  taps in ``cfg.dsfa_taps`` (the reference's tokens attend over the stack, conditioned on K); only the
+  reference's tokens reach the head. ``single_frame=True`` bypasses DSFA and runs the reference alone.
+- **K input.** DSFA sees ``K_in = K_work / cfg.k_unit`` where ``K_work`` is the blur in px per 1/m of
+  inverse-depth offset at the working width (metric K rescaled by working width / frame width). A
+  normalised stack (K in px at 512 px per unit of normalised disparity) is fed as if its disparity span were
+  1 1/m: ``K_work = K_n · W_work / 512``.
+- **Head.** A light DPT-style head (1×1 projections of the taps, fused, three ×2 upsampling convs with a
+  stride-2 skip from the reference image) predicts two maps at the working size:
+  ``offset`` Δ (1/m), the signed inverse-depth offset from the focus plane, and ``log_depth`` (log m).
+- **Metric depth from defocus.** When the stack is metric and ``disp_focus`` (1/m) is known:
+  ``depth = 1 / (disp_focus + Δ)``; the blur radius in frame i is ``K_i·|Δ|``, so the metric scale comes from
+  the calibrated stack alone. Otherwise (normalised stack, unknown focus) ``depth = exp(log_depth)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dsfa import DSFAConfig, DividedSpaceFocusBlock, fuse_frame_features
+
+__all__ = [
+    "CompactDepthConfig",
+    "CompactDepthModel",
+    "DEFAULT_WEIGHTS",
+    "load_compact_depth",
+    "save_compact_depth",
+    "prepare_k",
+]
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "compact_depth.safetensors"
+NORMALIZED_K_WIDTH = 512.0
+
+
+@dataclass
+class CompactDepthConfig:
+    """Configuration of the compact depth model.
+
+    Attributes:
+        image_size: working short side in pixels (rounded to a multiple of ``patch_size``).
+        patch_size: ViT patch size in pixels.
+        dim: token width.
+        depth: number of ViT blocks.
+        num_heads: attention heads (ViT and DSFA).
+        mlp_ratio: MLP width / token width.
+        taps: 0-based ViT block indices whose outputs feed the head.
+        dsfa_taps: indices into ``taps`` that get a DSFA block.
+        head_dim: channel width of the DPT-style head.
+        k_unit: K_work (px per 1/m at the working width) that maps to 1.0 at the DSFA K input.
+        min_disp: lower clamp of ``disp_focus + Δ`` in 1/m (so depth ≤ 1/min_disp m).
+        max_depth: upper clamp of the output depth in metres.
+        identity_init: DSFA blocks start as exact identities (see DSFAConfig).
+    """
+
+    image_size: int = 128
+    patch_size: int = 16
+    dim: int = 96
+    depth: int = 4
+    num_heads: int = 4
+    mlp_ratio: float = 3.0
+    taps: tuple[int, ...] = (1, 2, 3)
+    dsfa_taps: tuple[int, ...] = (0, 1, 2)
+    head_dim: int = 48
+    k_unit: float = 1.0
+    min_disp: float = 0.01
+    max_depth: float = 80.0
+    identity_init: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CompactDepthConfig:
+        data = json.loads(text)
+        data["taps"] = tuple(data["taps"])
+        data["dsfa_taps"] = tuple(data["dsfa_taps"])
+        return cls(**data)
+
+
+def _sincos_2d(h: int, w: int, dim: int, device, dtype) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding, [h·w, dim]."""
+    quarter = dim // 4
+    omega = 1.0 / (10000 ** (torch.arange(quarter, device=device, dtype=torch.float32) / quarter))
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+    parts = []
+    for coord in (ys.reshape(-1), xs.reshape(-1)):
+        ang = coord[:, None] * omega[None]
+        parts += [ang.sin(), ang.cos()]
+    emb = torch.cat(parts, dim=1)
+    if emb.shape[1] < dim:
+        emb = F.pad(emb, (0, dim - emb.shape[1]))
+    return emb.to(dtype)
+
+
+class _Block(nn.Module):
+    """Pre-LN transformer block (MSA + MLP)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+def _conv(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GELU())
+
+
+class CompactDepthModel(nn.Module):
+    """Small ViT + DSFA + light DPT-style head. See the module docstring for the design."""
+
+    def __init__(self, cfg: CompactDepthConfig):
+        super().__init__()
+        self.cfg = cfg
+        p, d = cfg.patch_size, cfg.dim
+        self.patch_embed = nn.Conv2d(6, d, p, stride=p)
+        self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
+        self.tap_norm = nn.LayerNorm(d)
+        self.dsfa = nn.ModuleDict(
+            {
+                str(i): DividedSpaceFocusBlock(DSFAConfig(d, cfg.num_heads, identity_init=cfg.identity_init))
+                for i in cfg.dsfa_taps
+            }
+        )
+        c = cfg.head_dim
+        self.projects = nn.ModuleList(nn.Conv2d(d, c, 1) for _ in cfg.taps)
+        self.fuse = _conv(c, c)
+        n_up = int(round(math.log2(p)))
+        self.ups = nn.ModuleList(_conv(c if i == 0 else c // 2, c // 2) for i in range(n_up))
+        self.skip = nn.Sequential(nn.Conv2d(3, c // 2, 3, stride=2, padding=1), nn.GELU())
+        self.out = nn.Conv2d(c // 2, 2, 3, padding=1)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        ref: torch.Tensor,
+        stack: torch.Tensor | None,
+        k_in: torch.Tensor | None,
+        single_frame: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Predict the offset and log-depth maps.
+
+        Args:
+            ref: [B, 3, H, W] sharp reference in [0, 1], H and W multiples of the patch size.
+            stack: [B, N, 3, H, W] stack frames (without the reference), or None.
+            k_in: [B, N] DSFA K input (see :func:`prepare_k`).
+            single_frame: bypass DSFA (the reference alone).
+
+        Returns:
+            ``{"offset": [B, H, W] Δ in 1/m, "log_depth": [B, H, W] log metres}``.
+        """
+        b, _, h, w = ref.shape
+        p = self.cfg.patch_size
+        if h % p or w % p:
+            raise ValueError(f"compact depth: input {h}x{w} is not a multiple of the patch size {p}")
+        if single_frame or stack is None or stack.shape[1] == 0:
+            frames = ref.unsqueeze(1)
+        else:
+            frames = torch.cat([ref.unsqueeze(1), stack], dim=1)
+        nf = frames.shape[1]
+        x = torch.cat([frames, frames - ref.unsqueeze(1)], dim=2).flatten(0, 1)  # [B·F, 6, H, W]
+        tok = self.patch_embed(x)
+        gh, gw = tok.shape[-2:]
+        tok = tok.flatten(2).transpose(1, 2) + _sincos_2d(gh, gw, self.cfg.dim, tok.device, tok.dtype)
+        feats = []
+        for i, blk in enumerate(self.blocks):
+            if self.gradient_checkpointing and self.training:
+                tok = torch.utils.checkpoint.checkpoint(blk, tok, use_reentrant=False)
+            else:
+                tok = blk(tok)
+            if i in self.cfg.taps:
+                feats.append(self.tap_norm(tok))
+        blocks = {int(k): v for k, v in self.dsfa.items()}
+        feats = fuse_frame_features(feats, blocks, nf, k_in, num_prefix_tokens=0, single_frame=nf == 1)
+        fused = sum(
+            proj(f.transpose(1, 2).reshape(b, self.cfg.dim, gh, gw)) for proj, f in zip(self.projects, feats)
+        )
+        y = self.fuse(fused)
+        skip = self.skip(ref)
+        for i, up in enumerate(self.ups):
+            y = up(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
+            if y.shape[-2:] == skip.shape[-2:]:
+                y = y + skip
+        out = self.out(y)
+        return {"offset": out[:, 0], "log_depth": out[:, 1] + 1.5}
+
+    def depth_from_outputs(
+        self, outputs: dict[str, torch.Tensor], disp_focus: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Metric depth [B, H, W] in metres: ``1/(disp_focus + Δ)`` where ``disp_focus`` [B] (1/m) is known
+        (NaN entries mean unknown), else ``exp(log_depth)``."""
+        mono = outputs["log_depth"].clamp(max=math.log(self.cfg.max_depth)).exp()
+        if disp_focus is None:
+            return mono
+        df = disp_focus.to(mono.dtype).view(-1, 1, 1)
+        known = torch.isfinite(df)
+        disp = (torch.nan_to_num(df) + outputs["offset"]).clamp(min=self.cfg.min_disp)
+        return torch.where(known, (1.0 / disp).clamp(max=self.cfg.max_depth), mono)
+
+
+def prepare_k(
+    K: torch.Tensor, convention: str, frame_width: float, work_width: float, k_unit: float
+) -> torch.Tensor:
+    """DSFA K input from stack K values.
+
+    Args:
+        K: [..., N] K of the non-reference frames (px·m at ``frame_width`` for metric, px at 512 per unit of
+            normalised disparity for normalized).
+        convention: ``"metric"`` or ``"normalized"``.
+        frame_width: width of the stack frames in pixels.
+        work_width: working width of the model in pixels.
+        k_unit: divisor (``CompactDepthConfig.k_unit``).
+    """
+    ref_w = frame_width if convention == "metric" else NORMALIZED_K_WIDTH
+    return K * (work_width / ref_w) / k_unit
+
+
+def save_compact_depth(model: CompactDepthModel, path: str | Path, extra_meta: dict | None = None) -> None:
+    """Save weights as safetensors with the config JSON (and ``extra_meta``) in the metadata."""
+    from safetensors.torch import save_file
+
+    meta = {"config": model.cfg.to_json(), "format": "bokehdepth-compact-depth-v1"}
+    for k, v in (extra_meta or {}).items():
+        meta[k] = v if isinstance(v, str) else json.dumps(v)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=meta)
+
+
+def load_compact_depth(path: str | Path | None = None, device: str = "cpu") -> CompactDepthModel:
+    """Build the model from a safetensors file (config in its metadata) and load it strictly.
+
+    ``path`` None loads the embedded default weights.
+    """
+    from safetensors import safe_open
+
+    from ..errors import CheckpointError
+    from .checkpoints import load_state_dict_file, load_strict
+
+    path = Path(path) if path is not None else DEFAULT_WEIGHTS
+    if path.is_dir():
+        path = path / DEFAULT_WEIGHTS.name
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path}: compact depth weights not found; reinstall bokehdepth or retrain with "
+            "'bokehdepth train stage2 --model compact' (docs/stage2.md)"
+        )
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        cfg = CompactDepthConfig.from_json(meta["config"])
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a compact depth checkpoint (no config in its safetensors metadata: {exc}); "
+            "pass a file written by 'bokehdepth train stage2 --model compact'"
+        ) from exc
+    model = CompactDepthModel(cfg)
+    load_strict(model, load_state_dict_file(path), path)
+    return model.to(device).eval()

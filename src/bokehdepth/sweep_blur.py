@@ -1,0 +1,210 @@
+"""Blur measurement for the Depth-from-Bokeh Sweep: re-blur the reference with a bank of soft discs and
+match each frame locally.
+
+Everything here works in linear light on float32 arrays: images (H, W, C), radii in pixels.
+
+The disc is the renderer's soft disc (:mod:`bokehdepth.render.kernels`, after
+shared/reference/renderer.md §2.2), normalised to unit sum. For a fronto-parallel plane the scatter renderer reduces to a *normalised* convolution — each output
+pixel is divided by the weight that reached it — so near the image border the re-blur divides by the
+convolution of an all-ones image, exactly like the renderer's accumulated-weight normaliser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["BlurMeasurement", "disc_kernel", "measure_blur", "radius_grid", "reblur", "reblur_bank"]
+
+
+def disc_kernel(radius: float) -> np.ndarray:
+    """The renderer's soft disc of blur radius ``radius`` px as a float64 (2R+1, 2R+1) kernel with sum 1,
+    R = ⌊radius + 0.5⌋.
+
+    Evaluates :func:`bokehdepth.render.kernels.edge_weight` (vectorised, same constants): a logistic edge
+    ``σ(8·(r − ρ))`` rescaled to be exactly 1 for ρ ≤ r − 1 and exactly 0 for ρ ≥ r + 0.5, so r ≤ 0.5 px is
+    the identity.
+
+    >>> k = disc_kernel(3.0); k.shape, round(float(k.sum()), 6)
+    ((7, 7), 1.0)
+    """
+    from .render.kernels import EDGE_SLOPE, PLATEAU, TAIL
+
+    if not np.isfinite(radius) or radius < 0:
+        raise InputError(f"disc radius must be finite and >= 0 px, got {radius}")
+    half = int(np.floor(radius + TAIL))
+    y, x = np.mgrid[-half : half + 1, -half : half + 1]
+    t = radius - np.hypot(x, y)
+    lo = 1.0 / (1.0 + np.exp(EDGE_SLOPE * TAIL))
+    hi = 1.0 / (1.0 + np.exp(-EDGE_SLOPE * PLATEAU))
+    w = (1.0 / (1.0 + np.exp(-EDGE_SLOPE * t)) - lo) / (hi - lo)
+    w = np.where(t >= PLATEAU, 1.0, np.where(t <= -TAIL, 0.0, w))
+    return w / w.sum()
+
+
+def radius_grid(max_radius: float, step: float = 0.5) -> np.ndarray:
+    """Candidate blur radii (px): 0, step, 2·step, … up to ``max_radius`` inclusive, float64."""
+    if not max_radius > 0:
+        raise InputError(f"--max-radius: must be > 0 px, got {max_radius}")
+    if not step > 0:
+        raise InputError(f"radius step must be > 0 px, got {step}")
+    n = int(np.floor(max_radius / step + 1e-9)) + 1
+    return np.arange(n, dtype=np.float64) * step
+
+
+def _padded_shape(h: int, w: int, pad: int) -> tuple[int, int]:
+    from scipy.fft import next_fast_len
+
+    return next_fast_len(h + 2 * pad, real=True), next_fast_len(w + 2 * pad, real=True)
+
+
+def _kernel_fft(radius: float, shape: tuple[int, int]) -> np.ndarray:
+    """rfft2 of the disc kernel placed with its centre at the origin (wrap-around), for ``shape``."""
+    from scipy.fft import rfft2
+
+    k = disc_kernel(radius)
+    half = k.shape[0] // 2
+    full = np.zeros(shape, dtype=np.float32)
+    idx = np.arange(-half, half + 1)
+    full[np.ix_(idx % shape[0], idx % shape[1])] = k
+    return rfft2(full, workers=-1)
+
+
+def reblur_bank(image_lin: np.ndarray, radii: np.ndarray):
+    """Yield ``(k, blurred)`` for each candidate radius: ``image_lin`` (H, W, C) linear light re-blurred by the
+    soft disc of radius ``radii[k]`` px with border normalisation, float32 (H, W, C).
+
+    One forward FFT of the (zero-padded) image plus an all-ones channel, then one product and one inverse
+    FFT per radius (scipy.fft, all cores)."""
+    from scipy.fft import irfft2, rfft2
+
+    image_lin = np.asarray(image_lin, dtype=np.float32)
+    h, w, c = image_lin.shape
+    pad = int(np.ceil(float(np.max(radii)))) + 2
+    shape = _padded_shape(h, w, pad)
+    buf = np.zeros((c + 1, *shape), dtype=np.float32)
+    buf[:c, :h, :w] = np.moveaxis(image_lin, -1, 0)
+    buf[c, :h, :w] = 1.0
+    spec = rfft2(buf, workers=-1)
+    for k, r in enumerate(radii):
+        out = irfft2(spec * _kernel_fft(float(r), shape)[None], s=shape, workers=-1)[:, :h, :w]
+        norm = np.maximum(out[c], 1e-8)
+        yield k, np.moveaxis(out[:c] / norm, 0, -1).astype(np.float32, copy=False)
+
+
+def reblur(image_lin: np.ndarray, radius: float) -> np.ndarray:
+    """``image_lin`` (H, W, C) re-blurred by one soft disc of ``radius`` px (border-normalised), float32."""
+    return next(reblur_bank(image_lin, np.array([float(radius)])))[1]
+
+
+def box_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Mean over a ``window``×``window`` box (reflecting border), float32 (H, W)."""
+    import cv2
+
+    return cv2.blur(np.asarray(x, dtype=np.float32), (window, window), borderType=cv2.BORDER_REFLECT)
+
+
+@dataclass
+class BlurMeasurement:
+    """Per-frame, per-pixel blur radii of the frames relative to the reference.
+
+    Attributes:
+        radius: (M, H, W) float32 px, sub-pixel radius of the disc that best turns the reference into frame m.
+        valid: (M, H, W) bool, False where the best radius sits at the top of the candidate range (clipped).
+        curvature: (M, H, W) float32, second difference of the matching cost at the minimum divided by the
+            mean cost (how sharply the radius is determined; ~0 on textureless pixels).
+        cost: (M, R, H, W) float32 matching-cost volume (windowed mean of the squared difference summed
+            over channels, linear light) or None when not kept.
+        radii: (R,) candidate radii in px.
+    """
+
+    radius: np.ndarray
+    valid: np.ndarray
+    curvature: np.ndarray
+    cost: np.ndarray | None
+    radii: np.ndarray
+
+
+class _MinTracker:
+    """Streaming argmin of cost curves sampled at uniform radii, keeping the two neighbours of the minimum
+    for a parabola fit, so the (R, H, W) volume need not be stored."""
+
+    def __init__(self, shape: tuple[int, int]):
+        self.best = np.full(shape, np.inf, dtype=np.float32)
+        self.k = np.zeros(shape, dtype=np.int32)
+        self.left = np.zeros(shape, dtype=np.float32)
+        self.right = np.zeros(shape, dtype=np.float32)
+        self.total = np.zeros(shape, dtype=np.float64)
+        self.prev: np.ndarray | None = None
+        self.n = 0
+
+    def push(self, k: int, cost: np.ndarray) -> None:
+        if self.prev is not None:
+            np.copyto(self.right, cost, where=self.k == k - 1)
+        better = cost < self.best
+        np.copyto(self.best, cost, where=better)
+        np.copyto(self.k, np.int32(k), where=better)
+        np.copyto(self.left, cost if self.prev is None else self.prev, where=better)
+        np.copyto(self.right, cost, where=better)  # replaced by the next sample, if any
+        self.total += cost
+        self.prev = cost
+        self.n += 1
+
+    def result(self, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(radius px, valid = minimum not at the last sample, curvature = 2nd difference / mean cost)."""
+        R = len(radii)
+        step = float(radii[1] - radii[0]) if R > 1 else 1.0
+        c0, c1, c2 = self.left, self.best, self.right
+        at_end = self.k == R - 1
+        c0 = np.where(self.k == 0, c2, c0)  # mirror at r = 0 (the cost is even in r there)
+        c2 = np.where(at_end, c0, c2)
+        denom = c0 - 2.0 * c1 + c2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offset = np.where(denom > 0, 0.5 * (c0 - c2) / denom, 0.0)
+        pos = np.clip(self.k + np.clip(offset, -0.5, 0.5), 0, R - 1)
+        radius = (radii[0] + step * pos).astype(np.float32)
+        curvature = (np.maximum(denom, 0.0) / np.maximum(self.total / max(self.n, 1), 1e-12)).astype(np.float32)
+        return radius, ~at_end, curvature
+
+
+def measure_blur(
+    reference_lin: np.ndarray,
+    frames_lin: list[np.ndarray],
+    *,
+    max_radius: float = 24.0,
+    step: float = 0.5,
+    window: int = 15,
+    keep_cost: bool = False,
+    progress: bool = False,
+) -> BlurMeasurement:
+    """Blur radius (px) of each frame relative to the reference, per pixel.
+
+    Args:
+        reference_lin: (H, W, C) sharp reference in linear light.
+        frames_lin: M frames (H, W, C) in linear light.
+        max_radius: largest candidate radius in px.
+        step: spacing of candidate radii in px (sub-pixel values come from a parabola fit).
+        window: side of the square matching window in px (odd).
+        keep_cost: keep the full cost volume (needed for focus brackets and plots).
+    """
+    if window < 1 or window % 2 == 0:
+        raise InputError(f"--window: must be an odd number of pixels >= 1, got {window}")
+    from tqdm.auto import tqdm
+
+    radii = radius_grid(max_radius, step)
+    h, w = reference_lin.shape[:2]
+    trackers = [_MinTracker((h, w)) for _ in frames_lin]
+    vol = np.empty((len(frames_lin), len(radii), h, w), dtype=np.float32) if keep_cost else None
+    bank = reblur_bank(reference_lin, radii)
+    for k, blurred in tqdm(bank, total=len(radii), desc="sweep: disc bank", disable=not progress, leave=False):
+        for m, frame in enumerate(frames_lin):
+            diff = blurred - frame
+            cost = box_mean(np.einsum("hwc,hwc->hw", diff, diff), window)
+            trackers[m].push(k, cost)
+            if vol is not None:
+                vol[m, k] = cost
+    radius, valid, curv = (np.stack(x) for x in zip(*(t.result(radii) for t in trackers)))
+    return BlurMeasurement(radius, valid, curv, vol, radii)

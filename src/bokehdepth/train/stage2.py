@@ -1,0 +1,391 @@
+"""``bokehdepth train stage2``: train a Stage-2 depth model with DSFA (accelerate: one CPU, one GPU or many).
+
+- ``--model compact``: the embedded compact ViT + DSFA model (:mod:`bokehdepth.models.compact_depth`), from
+  scratch, on CPU. Loss: SILog on the defocus depth ``1/(disp_focus + Δ)`` plus SILog on the monocular
+  ``exp(log_depth)`` branch.
+- ``--model dav2-dsfa-s|b|l``: Depth Anything V2 + DSFA as published (``train_dsfa.py``/``dsfa_train.json``):
+  initialised from a DAv2 metric checkpoint (``--init``; DSFA blocks with the published init), nothing
+  frozen, AdamW lr 5e-6 for all parameters, wd 0.01, SILog on depth in [0.001, 80] m, raw normalised K,
+  bf16 on GPU. ``--freeze-backbone`` trains only DSFA + head (not published; for small GPUs).
+
+Data: a JSONL manifest written by ``bokehdepth synth`` (fields in docs/internals.md); frames are resized so
+the short side is ``--size`` and centre-cropped to a square. Checkpoints are resumable: ``OUT/last/`` holds
+``model.safetensors``, ``optimizer.pt`` (tensors only, read back with ``weights_only=True``) and
+``state.json``; ``OUT/loss.jsonl`` logs every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = ["Stage2Batch", "add_arguments", "run", "silog_loss", "prepare_scene", "load_manifest_scenes"]
+
+_DAV2 = ("dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="manifest.jsonl from 'bokehdepth synth'")
+    p.add_argument("--model", default="compact", choices=("compact", *_DAV2), help="model to train")
+    p.add_argument("-o", "--output", required=True, help="output folder (checkpoints, loss.jsonl, final weights)")
+    p.add_argument("--init", default=None, help="initial weights (DAv2 .pth/.safetensors; compact safetensors)")
+    p.add_argument("--steps", type=int, default=2000, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 compact, 5e-6 DAv2)")
+    p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (0.05 compact, 0.01 DAv2)")
+    p.add_argument("--size", type=int, default=None, help="training crop in px (default: 128 compact, 518 DAv2)")
+    p.add_argument("--max-frames", type=int, default=3, help="non-reference stack frames per sample")
+    p.add_argument("--single-frame", action="store_true", help="train without stacks (the ablation arm)")
+    p.add_argument("--split", default="train", help="manifest split to train on")
+    p.add_argument("--max-scenes", type=int, default=None, help="use at most this many scenes")
+    p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--freeze-backbone", action="store_true", help="DAv2: train DSFA + head only (not published)")
+    p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last if present")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
+    p.add_argument("--config", default=None, help="compact: JSON of CompactDepthConfig fields to override")
+
+
+@dataclass
+class Stage2Batch:
+    """Tensors of one training batch (B samples, N stack frames, H×W working size).
+
+    ref [B,3,H,W] in [0,1]; stack [B,N,3,H,W]; K [B,N] K in the sample's convention; k_width [B] the
+    frame width (px) that metric K refers to at the working scale; disp_focus [B] 1/m (NaN unknown);
+    disp_span [B] 1/m (GT inverse-depth span, for the normalised K of DAv2); depth [B,H,W] metres (0 invalid);
+    metric [B] bool.
+    """
+
+    ref: object
+    stack: object
+    K: object
+    disp_focus: object
+    disp_span: object
+    depth: object
+    metric: object
+
+    def to(self, device, non_blocking: bool = False) -> Stage2Batch:
+        """Move every tensor to ``device`` (accelerate calls this on prepared loaders)."""
+        return Stage2Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in self.__dict__.items()})
+
+
+def silog_loss(pred, gt, min_depth: float = 1e-3, max_depth: float = 80.0, lam: float = 0.5):
+    """Published SILog: ``sqrt(mean(d²) − λ·mean(d)²)`` with ``d = log gt − log pred`` over valid GT pixels.
+
+    pred, gt: [B, H, W] metres. Returns a scalar tensor (mean over the batch).
+    """
+    import torch
+
+    mask = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+    d = torch.where(mask, torch.log(gt.clamp(min=min_depth)) - torch.log(pred.clamp(min=min_depth)), 0.0)
+    n = mask.flatten(1).sum(1).clamp(min=1)
+    m1 = d.flatten(1).sum(1) / n
+    m2 = (d**2).flatten(1).sum(1) / n
+    return torch.sqrt((m2 - lam * m1**2).clamp(min=1e-8)).mean()
+
+
+def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int = 1):
+    """Resize (short side ``size``) and centre-crop a scene to ``size``² (rounded down to ``multiple``).
+
+    Args:
+        image: (H, W, 3) float32 reference; stack: :class:`bokehdepth.io.Stack`; depth: (H, W) metres.
+
+    Returns:
+        dict of numpy arrays: ``ref`` uint8 (3,S,S), ``stack`` uint8 (N,3,S,S), ``K`` (N,) rescaled to the
+        working width for metric stacks, ``convention``, ``disp_focus``, ``depth`` float32 (S,S).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..lens import scale_K_for_resize
+    from ..pipelines.depth import split_stack
+
+    inp = split_stack(image, stack)
+    order = np.argsort(inp.K)
+    if len(order) > max_frames:  # keep an even spread of K over the stack
+        order = order[np.linspace(0, len(order) - 1, max_frames).round().astype(int)]
+    h, w = inp.image.shape[:2]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    crop = (size // multiple) * multiple
+    top, left = (nh - crop) // 2, (nw - crop) // 2
+
+    def rs(a: np.ndarray, mode: str) -> np.ndarray:
+        t = torch.from_numpy(np.ascontiguousarray(a)).float()
+        t = t.permute(0, 3, 1, 2) if t.dim() == 4 else t[:, None]
+        kw = {"antialias": True, "align_corners": False} if mode == "bilinear" else {}
+        t = F.interpolate(t, size=(nh, nw), mode=mode, **kw)[..., top : top + crop, left : left + crop]
+        return t.numpy()
+
+    frames = np.concatenate([inp.image[None], inp.frames[order]], 0)
+    px = np.clip(rs(frames, "bilinear") * 255 + 0.5, 0, 255).astype(np.uint8)
+    K = inp.K[order]
+    if inp.convention == "metric":
+        K = scale_K_for_resize(K, w, nw)
+    d = rs(np.asarray(depth, np.float32)[None], "nearest")[0, 0]
+    return {
+        "ref": px[0],
+        "stack": px[1:],
+        "K": K.astype(np.float32),
+        "convention": inp.convention,
+        "disp_focus": float("nan") if inp.disp_focus is None else float(inp.disp_focus),
+        "depth": np.nan_to_num(d, nan=0.0).astype(np.float32),
+    }
+
+
+def load_manifest_scenes(
+    manifest: str | Path, split: str | None, size: int, max_frames: int, multiple: int = 1, max_scenes=None
+) -> list[dict]:
+    """Read a synth manifest and prepare every scene of ``split`` (None: all) in memory (see prepare_scene)."""
+    from tqdm import tqdm
+
+    from ..io import read_depth, read_image, read_stack
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise InputError(f"--data: {manifest} not found; create one with 'bokehdepth synth -o DIR --scenes N'")
+    root = manifest.parent
+    rows = []
+    for i, line in enumerate(manifest.read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as exc:
+            raise InputError(f"{manifest}: line {i + 1} is not JSON ({exc}); regenerate the manifest") from exc
+    rows = [r for r in rows if split is None or r.get("split", "train") == split]
+    if max_scenes:
+        rows = rows[:max_scenes]
+    if not rows:
+        raise InputError(f"{manifest}: no scenes with split '{split}'; check --split")
+    scenes = []
+    for r in tqdm(rows, desc="loading scenes", leave=False):
+        image = read_image(root / r["image"])
+        stack = read_stack(root / r["stack"])
+        depth = read_depth(root / r["depth"])
+        sc = prepare_scene(image, stack, depth, size, max_frames, multiple)
+        sc["id"] = r.get("id", str(len(scenes)))
+        scenes.append(sc)
+    n = min(len(s["K"]) for s in scenes)
+    if n < max_frames:
+        for s in scenes:
+            s["stack"], s["K"] = s["stack"][:n], s["K"][:n]
+    return scenes
+
+
+def collate(scenes: list[dict]) -> Stage2Batch:
+    """Stack prepared scenes into a :class:`Stage2Batch` (float tensors)."""
+    import torch
+
+    depth = torch.from_numpy(np.stack([s["depth"] for s in scenes]))
+    valid = depth > 0
+    span = []
+    for i in range(len(scenes)):
+        dv = depth[i][valid[i]]
+        span.append(float((1 / dv.min() - 1 / dv.max()).item()) if dv.numel() else 1.0)
+    return Stage2Batch(
+        ref=torch.from_numpy(np.stack([s["ref"] for s in scenes])).float() / 255,
+        stack=torch.from_numpy(np.stack([s["stack"] for s in scenes])).float() / 255,
+        K=torch.from_numpy(np.stack([s["K"] for s in scenes])),
+        disp_focus=torch.tensor([s["disp_focus"] for s in scenes], dtype=torch.float32),
+        disp_span=torch.tensor(span, dtype=torch.float32).clamp(min=1e-3),
+        depth=depth,
+        metric=torch.tensor([s["convention"] == "metric" for s in scenes]),
+    )
+
+
+class _SceneSet:
+    """torch-style dataset over prepared scenes (random horizontal flips)."""
+
+    def __init__(self, scenes: list[dict], seed: int):
+        self.scenes, self.rng = scenes, random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def __getitem__(self, i: int) -> dict:
+        s = dict(self.scenes[i])
+        if self.rng.random() < 0.5:
+            s["ref"], s["stack"], s["depth"] = (
+                s["ref"][..., ::-1].copy(),
+                s["stack"][..., ::-1].copy(),
+                s["depth"][..., ::-1].copy(),
+            )
+        return s
+
+
+def compact_step(model, batch: Stage2Batch, single_frame: bool):
+    """Compact model: SILog(defocus depth) + SILog(monocular depth). Returns (loss, defocus depth)."""
+    import torch
+
+    from ..models.compact_depth import prepare_k
+
+    cfg = model.cfg
+    w = batch.ref.shape[-1]
+    k_in = torch.where(
+        batch.metric[:, None],
+        prepare_k(batch.K, "metric", w, w, cfg.k_unit),
+        prepare_k(batch.K, "normalized", w, w, cfg.k_unit),
+    )
+    out = model(batch.ref, batch.stack, k_in, single_frame=single_frame)
+    df = torch.where(batch.metric, batch.disp_focus, torch.full_like(batch.disp_focus, float("nan")))
+    depth = model.depth_from_outputs(out, df)
+    mono = model.depth_from_outputs(out, None)
+    has_focus = torch.isfinite(df)
+    loss = silog_loss(mono, batch.depth)
+    if has_focus.any():
+        loss = loss + silog_loss(depth[has_focus], batch.depth[has_focus])
+    return loss, depth
+
+
+def dav2_step(model, batch: Stage2Batch, single_frame: bool):
+    """DAv2 + DSFA: published SILog on sigmoid·max_depth output; metric K converted with the GT span."""
+    import torch
+
+    from ..lens import metric_to_normalized_K
+
+    w = batch.ref.shape[-1]
+    k_norm = torch.where(
+        batch.metric[:, None], metric_to_normalized_K(batch.K, 0.0, 1.0, w) * batch.disp_span[:, None], batch.K
+    )
+    depth = model(batch.ref, batch.stack, k_norm, single_frame=single_frame, normalized_input=False)
+    return silog_loss(depth, batch.depth), depth
+
+
+def _build(args):
+    """(model, step_fn, default lr, default wd, size, multiple)."""
+    if args.model == "compact":
+        from ..models.compact_depth import CompactDepthConfig, CompactDepthModel, load_compact_depth
+
+        if args.init:
+            model = load_compact_depth(args.init).train()
+        else:
+            overrides = json.loads(args.config) if args.config else {}
+            for key in ("taps", "dsfa_taps"):
+                if key in overrides:
+                    overrides[key] = tuple(overrides[key])
+            model = CompactDepthModel(CompactDepthConfig(**overrides))
+        return model, compact_step, 1e-3, 0.05, args.size or model.cfg.image_size, model.cfg.patch_size
+    from ..models.depth_anything import build_model, load_base_weights
+
+    model = build_model(args.model)
+    if args.init:
+        load_base_weights(model, args.init)
+    if args.freeze_backbone:
+        for prm in model.model.backbone.parameters():
+            prm.requires_grad_(False)
+    return model, dav2_step, 5e-6, 0.01, args.size or 518, 14
+
+
+def _save(out: Path, model, optimizer, step: int, accelerator) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from ..io import atomic_dir
+
+    unwrapped = accelerator.unwrap_model(model)
+    with atomic_dir(out / "last") as tmp:
+        state = {k: v.detach().contiguous().cpu() for k, v in unwrapped.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step}))
+
+
+def _export(out: Path, model, args) -> Path:
+    if args.model == "compact":
+        from ..models.compact_depth import save_compact_depth
+
+        path = out / "compact_depth.safetensors"
+        save_compact_depth(model, path, {"train_args": {k: str(v) for k, v in vars(args).items() if k != "func"}})
+        return path
+    from safetensors.torch import save_file
+
+    from ..models.depth_anything import to_published_state_dict
+
+    path = out / f"{args.model}.safetensors"
+    save_file({k: v.contiguous() for k, v in to_published_state_dict(model).items()}, str(path))
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+    from tqdm import tqdm
+
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    torch.manual_seed(args.seed)
+    model, step_fn, lr, wd, size, multiple = _build(args)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing = True
+    scenes = load_manifest_scenes(args.data, args.split, size, args.max_frames, multiple, args.max_scenes)
+    loader = torch.utils.data.DataLoader(
+        _SceneSet(scenes, args.seed),
+        batch_size=min(args.batch_size, len(scenes)),
+        shuffle=True,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr or lr, weight_decay=wd if args.weight_decay is None else args.weight_decay)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    start = 0
+    if args.resume and (out / "last" / "state.json").is_file():
+        from ..models.checkpoints import load_strict
+
+        load_strict(model, load_file(str(out / "last" / "model.safetensors")), out / "last" / "model.safetensors")
+        optimizer.load_state_dict(torch.load(out / "last" / "optimizer.pt", weights_only=True))
+        start = json.loads((out / "last" / "state.json").read_text())["step"]
+    base_lr = optimizer.param_groups[0]["lr"]
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / max(1, args.steps // 20))
+        * 0.5
+        * (1 + math.cos(math.pi * min(1.0, s / max(1, args.steps)))),
+        last_epoch=start - 1 if start else -1,
+    )
+    if start:
+        for g in optimizer.param_groups:
+            g.setdefault("initial_lr", base_lr)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    model.train()
+    log = (out / "loss.jsonl").open("a")
+    step, t0 = start, time.time()
+    bar = tqdm(total=args.steps, initial=start, desc=f"stage2 {args.model}", disable=not accelerator.is_main_process)
+    while step < args.steps:
+        for batch in loader:
+            if step >= args.steps:
+                break
+            with accelerator.autocast():
+                loss, _ = step_fn(accelerator.unwrap_model(model) if args.model == "compact" else model, batch, args.single_frame)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            sched.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "time": time.time() - t0}) + "\n")
+            log.flush()
+            if step % args.save_every == 0 or step == args.steps:
+                _save(out, model, optimizer, step, accelerator)
+    bar.close()
+    log.close()
+    if accelerator.is_main_process:
+        path = _export(out, accelerator.unwrap_model(model), args)
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,40 @@
+"""Shared fixtures for the sweep tests: textured images and rendered plane stacks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bokehdepth.io import Stack
+
+
+def texture(h: int, w: int, seed: int = 0, cell: int = 4) -> np.ndarray:
+    """Smooth random RGB texture in [0, 1], (h, w, 3) float32 (cubic upsampling of random cells)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.random((max(h // cell, 2), max(w // cell, 2), 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+
+
+def plane_stack(
+    depth_m: float | np.ndarray,
+    Ks=(10.0, 20.0, 30.0),
+    disp_focus: float = 0.5,
+    size=(64, 64),
+    seed: int = 0,
+    noise: float = 0.0,
+    image: np.ndarray | None = None,
+    focus_side: str | None = None,
+) -> Stack:
+    """A stack rendered by the renderer from a depth map (a scalar: fronto-parallel plane), optional noise."""
+    from bokehdepth.render.api import render_stack
+
+    h, w = size
+    img = texture(h, w, seed) if image is None else image
+    depth = np.broadcast_to(np.asarray(depth_m, dtype=np.float32), (h, w))
+    stack = render_stack(img, (1.0 / depth).astype(np.float32), list(Ks), disp_focus=disp_focus, gamma=2.2)
+    if noise:
+        rng = np.random.default_rng(seed + 1000)
+        stack.frames = [np.clip(f + rng.normal(0.0, noise, f.shape), 0, 1).astype(np.float32) for f in stack.frames]
+    stack.focus_side = focus_side
+    return stack

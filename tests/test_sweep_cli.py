@@ -1,0 +1,173 @@
+"""``bokehdepth sweep`` end to end: stack folders and photo brackets, outputs and bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers_sweep import plane_stack, texture
+from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
+
+from bokehdepth.cli import main
+from bokehdepth.io import Stack, write_stack
+
+
+@pytest.fixture(scope="module")
+def two_plane_stack(tmp_path_factory):
+    h, w = 64, 96
+    depth = np.full((h, w), 4.0, np.float32)
+    depth[:, w // 2 :] = 2.5
+    path = tmp_path_factory.mktemp("stk") / "stack"
+    write_stack(plane_stack(depth, Ks=(10, 20, 30), size=(h, w)), path)
+    return path
+
+
+def err_of(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    return err
+
+
+def test_cli_round_trip_with_focus_side(two_plane_stack, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["sweep", str(two_plane_stack), "-o", str(out), "--focus-side", "near"]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"depth.npy", "disp_offset.npy", "confidence.npy", "depth_color.png", "sweep_plot.png"} <= names
+    assert "ambiguous.npy" not in names
+    depth = np.load(out / "depth.npy")
+    assert depth.shape == (64, 96) and depth.dtype == np.float32
+    assert np.median(depth[8:-8, 8:38]) == pytest.approx(4.0, rel=0.03)
+    assert np.median(depth[8:-8, 58:-8]) == pytest.approx(2.5, rel=0.03)
+    conf = np.load(out / "confidence.npy")
+    assert conf.shape == (64, 96) and 0 <= conf.min() and conf.max() <= 1
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["focus_side"] == "near" and info["offset_units"] == "1/m"
+    assert Image.open(out / "sweep_plot.png").size[0] > 100
+
+
+def test_cli_ambiguous_writes_both_solutions(two_plane_stack, tmp_path, capsys):
+    out = tmp_path / "amb"
+    assert main(["sweep", str(two_plane_stack), "-o", str(out), "--window", "11"]) == 0
+    assert "ambiguous" in capsys.readouterr().out
+    amb = np.load(out / "ambiguous.npy")
+    assert amb.dtype == bool and amb[8:-8, 8:-8].all()
+    assert np.isnan(np.load(out / "depth.npy")[amb]).all()
+    far = np.load(out / "depth_far.npy")
+    assert np.median(far[8:-8, 8:38]) == pytest.approx(4.0, rel=0.03)
+
+
+def write_bad_stack(path, frames, meta):
+    path.mkdir()
+    for i, f in enumerate(frames):
+        Image.fromarray(np.round(f * 255).astype(np.uint8)).save(path / f"frame_{i:03d}.png")
+    (path / "stack.json").write_text(json.dumps({"frames": [f"frame_{i:03d}.png" for i in range(len(frames))], **meta}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [
+        ("one_frame", "2 frames"),
+        ("mismatched", "sizes must match"),
+        ("no_disp_focus", "disp_focus"),
+        ("normalized", "--disp-range"),
+        ("missing_K", "'K'"),
+    ],
+)
+def test_cli_bad_stacks(tmp_path, capsys, case, needle):
+    img = texture(32, 32)
+    frames, meta = [img, img], {"K": [0, 10], "disp_focus": 0.5}
+    if case == "one_frame":
+        frames, meta = [img], {"K": [0], "disp_focus": 0.5}
+    elif case == "mismatched":
+        frames = [img, texture(32, 40)]
+    elif case == "no_disp_focus":
+        meta = {"K": [0, 10]}
+    elif case == "normalized":
+        meta = {"K": [0, 10], "K_convention": "normalized"}
+    elif case == "missing_K":
+        meta = {"disp_focus": 0.5}
+    stack = write_bad_stack(tmp_path / "s", frames, meta)
+    out = tmp_path / "out"
+    assert main(["sweep", str(stack), "-o", str(out)]) == 2
+    assert needle in err_of(capsys)
+    assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+
+
+def test_cli_normalized_offset_only(tmp_path, capsys):
+    st = plane_stack(4.0)
+    stack = Stack(frames=st.frames, K=[k * 512 / 64 for k in st.K], K_convention="normalized")
+    path = write_stack(stack, tmp_path / "n")
+    out = tmp_path / "o"
+    assert main(["sweep", str(path), "-o", str(out), "--offset-only"]) == 0
+    assert not (out / "depth.npy").exists()
+    assert np.median(np.load(out / "disp_offset.npy")[8:-8, 8:-8]) == pytest.approx(0.25, rel=0.03)
+
+
+def test_cli_bad_flags(two_plane_stack, tmp_path, capsys):
+    assert main(["sweep", str(two_plane_stack), "-o", str(tmp_path / "o"), "--window", "8"]) == 2
+    assert "--window" in err_of(capsys)
+    assert main(["sweep", "-o", str(tmp_path / "o")]) == 2
+    assert "STACK_DIR" in err_of(capsys)
+    assert main(["sweep", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
+    assert "not found" in err_of(capsys)
+
+
+# ------------------------------------------------------------------------------------------------ photos
+def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50):
+    exif = Image.Exif()
+    exif[0x010F] = "bokehdepth-test"  # Make: Pillow writes no PNG eXIf chunk for an empty IFD0
+    sub = exif.get_ifd(0x8769)
+    if fnumber is not None:
+        sub[0x829D] = IFDRational(round(fnumber * 10), 10)
+    if focal is not None:
+        sub[0x920A] = IFDRational(round(focal), 1)
+    if subject is not None:
+        sub[0x9206] = IFDRational(round(subject * 100), 100)
+    if f35 is not None:
+        sub[0xA405] = f35
+    Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path, exif=exif, quality=98)
+    return path
+
+
+def test_cli_photo_aperture_bracket(tmp_path, capsys):
+    """Three 'photos' of a plane at 4 m focused at 2 m, f/8, f/4, f/2.8 (K from the lens model at 96 px on a
+    36 mm sensor), with EXIF; the sweep recovers 4 m."""
+    from bokehdepth.lens import k_from_camera
+    from bokehdepth.render.api import render
+
+    h, w = 64, 96
+    img = texture(h, w, seed=8)
+    disp = np.full((h, w), 0.25, np.float32)
+    paths = []
+    for n in (8.0, 4.0, 2.8):
+        K = float(k_from_camera(50, n, 2.0, 36.0, w))
+        paths.append(save_photo(tmp_path / f"f{n}.png", render(img, disp, K, 0.5, gamma=2.2), fnumber=n))
+    out = tmp_path / "out"
+    assert main(["sweep", "--photos", *map(str, paths), "-o", str(out), "--focus-side", "near"]) == 0
+    depth = np.load(out / "depth.npy")
+    assert np.median(np.abs(depth[8:-8, 8:-8] - 4.0)) / 4.0 < 0.05
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["reference"] == 0 and len(info["lens"]) == 3
+
+
+def test_cli_photos_without_exif(tmp_path, capsys):
+    img = texture(32, 48)
+    a = tmp_path / "a.jpg"
+    b = tmp_path / "b.jpg"
+    Image.fromarray(np.round(img * 255).astype(np.uint8)).save(a)
+    Image.fromarray(np.round(img * 255).astype(np.uint8)).save(b)
+    assert main(["sweep", "--photos", str(a), str(b), "-o", str(tmp_path / "o")]) == 2
+    err = err_of(capsys)
+    assert "a.jpg" in err and "FocalLength" in err and "--focal-mm" in err
+    # supplying focal length and sensor leaves the f-number missing
+    argv = ["sweep", "--photos", str(a), str(b), "-o", str(tmp_path / "o"), "--focal-mm", "50", "--sensor-mm", "36"]
+    assert main(argv) == 2
+    assert "FNumber" in err_of(capsys)
+    assert main([*argv, "--f-number", "2", "4", "8"]) == 2
+    assert "--f-number" in err_of(capsys)
+    assert main(["sweep", "--photos", str(a), "-o", str(tmp_path / "o")]) == 2
+    assert "at least 2" in err_of(capsys)
+    assert not (tmp_path / "o").exists()
