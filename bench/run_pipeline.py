@@ -41,12 +41,19 @@ def main() -> None:
     ap.add_argument("--K", type=float, nargs="+", default=[10.0, 20.0, 30.0])
     ap.add_argument("--stage1", default="compact")
     ap.add_argument("--stage2", default="compact")
-    ap.add_argument("--weights", default=None)
+    ap.add_argument("--weights", default=None, help="folder of released checkpoints")
+    ap.add_argument("--stage1-weights", default=None, help="Stage-1 weights file (default: embedded)")
+    ap.add_argument("--stage2-weights", default=None, help="Stage-2 weights file (default: embedded)")
     ap.add_argument("--image", default=None, help="image to time (default examples/motorcycle.png)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the numbers here")
+    ap.add_argument(
+        "--figure",
+        default=None,
+        help="also run the image at its own size and write a contact sheet (input, stack, depth) here",
+    )
     args = ap.parse_args()
 
     import torch
@@ -56,7 +63,15 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     image = _image(args.image, args.size)
-    cfg = RunConfig(Ks=tuple(args.K), stage1=args.stage1, stage2=args.stage2, weights=args.weights, device=args.device)
+    cfg = RunConfig(
+        Ks=tuple(args.K),
+        stage1=args.stage1,
+        stage2=args.stage2,
+        weights=args.weights,
+        stage1_weights=args.stage1_weights,
+        stage2_weights=args.stage2_weights,
+        device=args.device,
+    )
     t0 = time.perf_counter()
     pipe = BokehDepthPipeline.load(cfg)
     load_s = time.perf_counter() - t0
@@ -96,6 +111,30 @@ def main() -> None:
     )
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    if args.figure:
+        _figure(pipe, args.image, Path(args.figure))
+
+
+def _figure(pipe, image_path: str | None, out: Path) -> None:
+    """Run the image at its own size and write input | frames | depth colour map as one picture."""
+    from bokehdepth.io import read_image, write_image
+    from bokehdepth.viz import contact_sheet
+
+    root = Path(__file__).resolve().parents[1]
+    src = Path(image_path) if image_path else root / "examples" / "motorcycle.png"
+    with tempfile.TemporaryDirectory() as tmp:
+        run = pipe.run_image(src, Path(tmp) / "run")
+        index = json.loads((run / "defocus_stack" / "stack_index.json").read_text())
+        images = [read_image(run / "ref.png")]
+        labels = ["input (sharp)"]
+        for i in index["ids"]:
+            images.append(read_image(run / "defocus_stack" / f"{i}.png"))
+            labels.append(f"generated, K = {index['k_values'][i]:g}")
+        images.append(read_image(run / "depth_color.png"))
+        s = json.loads((run / "pipeline_summary.json").read_text())["depth_stats_m"]
+        labels.append(f"depth {s['min']:.1f}-{s['max']:.1f} m")
+    write_image(out, contact_sheet(images, labels, cols=len(images), tile=320))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -208,3 +208,22 @@ def load_tiny_pipeline(kind: str = "flux", seed: int = 0):
 
     cls = FluxKontextPipeline if kind == "kontext" else FluxPipeline
     return cls.from_pretrained(str(tiny_pipeline_dir(kind, seed)), local_files_only=True)
+
+
+def _single_thread():
+    import pytest
+    import torch
+
+    @pytest.fixture(autouse=True)
+    def torch_single_thread():
+        """Run each test with one torch thread (restored after): the tiny models' ops are microseconds long and
+        intra-op threads only spin against each other on a loaded 2-core machine (25× slower measured)."""
+        n = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(n)
+
+    return torch_single_thread
+
+
+torch_single_thread = _single_thread()

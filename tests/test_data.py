@@ -27,9 +27,21 @@ def test_manifest_round_trip(tmp_path):
     for name in ("image.png", "depth.npy"):
         (tmp_path / "a" / name).write_bytes(b"")
     (tmp_path / "a" / "stack").mkdir()
-    rec = {"id": "a", "image": "a/image.png", "depth": "a/depth.npy", "stack": "a/stack", "K": [0.0, 2.5],
-           "K_convention": "metric", "disp_focus": 0.5, "focus_side": None, "split": "val", "seed": 4,
-           "size": [8, 9], "intrinsics": {"fx": 10.0, "fy": 10.0, "cx": 4.0, "cy": 3.5}, "extra": [1, 2]}
+    rec = {
+        "id": "a",
+        "image": "a/image.png",
+        "depth": "a/depth.npy",
+        "stack": "a/stack",
+        "K": [0.0, 2.5],
+        "K_convention": "metric",
+        "disp_focus": 0.5,
+        "focus_side": None,
+        "split": "val",
+        "seed": 4,
+        "size": [8, 9],
+        "intrinsics": {"fx": 10.0, "fy": 10.0, "cx": 4.0, "cy": 3.5},
+        "extra": [1, 2],
+    }
     path = write_manifest(tmp_path / "manifest.jsonl", [rec])
     back = read_manifest(tmp_path)
     assert len(back) == 1
@@ -58,7 +70,7 @@ def test_manifest_bad_line_names_file_and_line(tiny, tmp_path):
 
 
 def test_manifest_missing_file_named(tiny, tmp_path):
-    rec = json.loads(tiny.read_text().splitlines()[0])
+    rec = read_manifest(tiny)[0]  # absolute paths
     rec["depth"] = str(tiny.parent / "nowhere" / "depth.npy")
     bad = tmp_path / "manifest.jsonl"
     bad.write_text(json.dumps(rec) + "\n")
@@ -209,14 +221,18 @@ def test_rgbd_kitti_layout_scale_and_garg(tmp_path):
     root = tmp_path / "kitti"
     val = (np.arange(20 * 30).reshape(20, 30) % 5000 + 256).astype(np.uint16)
     write_image(root / "image" / "2011_09_26_drive_0002_sync_image_0000000005_image_02.png", np.zeros((20, 30, 3)))
-    _write_png16(root / "groundtruth_depth" / "2011_09_26_drive_0002_sync_groundtruth_depth_0000000005_image_02.png", val)
+    _write_png16(
+        root / "groundtruth_depth" / "2011_09_26_drive_0002_sync_groundtruth_depth_0000000005_image_02.png", val
+    )
     ds = RGBDFolder(root)
     assert ds.layout == "kitti" and ds.crop == "garg" and ds.max_depth == 80.0
     s = ds.load(0)
     np.testing.assert_allclose(s["depth"], val / 256.0, rtol=1e-6)
     np.testing.assert_array_equal(s["eval_mask"], crop_mask((20, 30), "garg", "kitti"))
     g = crop_mask((375, 1242), "garg", "kitti")
-    assert g.sum() == (int(0.99189189 * 375) - int(0.40810811 * 375)) * (int(0.96405229 * 1242) - int(0.03594771 * 1242))
+    assert g.sum() == (int(0.99189189 * 375) - int(0.40810811 * 375)) * (
+        int(0.96405229 * 1242) - int(0.03594771 * 1242)
+    )
 
 
 def test_rgbd_eth3d_raw_float(tmp_path):

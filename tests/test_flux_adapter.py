@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from helpers_flux import random_adapter, tiny_transformer  # noqa: E402
+from helpers_flux import random_adapter, tiny_transformer, torch_single_thread  # noqa: E402,F401
 
 from bokehdepth.errors import InputError  # noqa: E402
 from bokehdepth.models.flux_adapter import (  # noqa: E402

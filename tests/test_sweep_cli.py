@@ -133,8 +133,9 @@ def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50):
 
 
 def test_cli_photo_aperture_bracket(tmp_path, capsys):
-    """Three 'photos' of a plane at 4 m focused at 2 m, f/8, f/4, f/2.8 (K from the lens model at 96 px on a
-    36 mm sensor), with EXIF; the sweep recovers 4 m."""
+    """Three 'photos' of a plane at 4 m focused at 2 m, f/8, f/2.8, f/1.4, rendered with K from the lens model
+    (50 mm on a 3.6 mm-wide sensor, i.e. a 35 mm equivalent of 500 mm, 96 px wide), with EXIF; the sweep
+    recovers 4 m."""
     from bokehdepth.lens import k_from_camera
     from bokehdepth.render.api import render
 
@@ -142,9 +143,10 @@ def test_cli_photo_aperture_bracket(tmp_path, capsys):
     img = texture(h, w, seed=8)
     disp = np.full((h, w), 0.25, np.float32)
     paths = []
-    for n in (8.0, 4.0, 2.8):
-        K = float(k_from_camera(50, n, 2.0, 36.0, w))
-        paths.append(save_photo(tmp_path / f"f{n}.png", render(img, disp, K, 0.5, gamma=2.2), fnumber=n))
+    for n in (8.0, 2.8, 1.4):
+        K = float(k_from_camera(50, n, 2.0, 3.6, w))
+        frame = render(img, disp, K, 0.5, gamma=2.2)
+        paths.append(save_photo(tmp_path / f"f{n}.png", frame, fnumber=n, f35=500))
     out = tmp_path / "out"
     assert main(["sweep", "--photos", *map(str, paths), "-o", str(out), "--focus-side", "near"]) == 0
     depth = np.load(out / "depth.npy")

@@ -152,8 +152,20 @@ def test_dataset_files_and_manifest(tiny):
     lines = tiny.read_text().splitlines()
     assert len(lines) == 3
     rec = json.loads(lines[0])
-    for key in ("id", "image", "depth", "stack", "K", "K_convention", "disp_focus", "focus_side", "intrinsics",
-                "split", "seed", "size"):
+    for key in (
+        "id",
+        "image",
+        "depth",
+        "stack",
+        "K",
+        "K_convention",
+        "disp_focus",
+        "focus_side",
+        "intrinsics",
+        "split",
+        "seed",
+        "size",
+    ):
         assert key in rec
     assert rec["K"] == [0.0, *TINY_KS] and rec["K_convention"] == "metric"
     assert rec["size"] == [TINY_SIZE, TINY_SIZE]
@@ -176,7 +188,9 @@ def test_stack_equals_direct_render_call(tiny):
     for line in tiny.read_text().splitlines():
         rec = json.loads(line)
         scene = make_scene(rec["seed"], TINY_SIZE)
-        direct = render_stack(scene.image, 1.0 / scene.depth, list(TINY_KS), disp_focus=rec["disp_focus"], backend="cpu")
+        direct = render_stack(
+            scene.image, 1.0 / scene.depth, list(TINY_KS), disp_focus=rec["disp_focus"], backend="cpu"
+        )
         stack = read_stack(root / rec["stack"])
         assert len(stack) == len(direct) == 3
         for got, want in zip(stack.frames, direct.frames):
@@ -222,8 +236,9 @@ def test_normalized_convention_records(tmp_path):
 # ---------------------------------------------------------------------------------------------- CLI
 def test_cli_synth_writes_dataset_and_preview(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["synth", "-o", str(out), "--scenes", "2", "--size", "32", "--K", "1", "2", "--seed", "3",
-               "--no-progress"])
+    rc = main(
+        ["synth", "-o", str(out), "--scenes", "2", "--size", "32", "--K", "1", "2", "--seed", "3", "--no-progress"]
+    )
     assert rc == 0
     assert (out / "manifest.jsonl").exists() and (out / "preview.png").exists()
     sheet = read_image(out / "preview.png")

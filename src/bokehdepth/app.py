@@ -535,6 +535,7 @@ def launch(
         share=False,
         inbrowser=False,
         prevent_thread_lock=not block,
+        show_error=True,  # gradio's own failures (an undecodable upload) reach the page as a message
         quiet=not block,
         allowed_paths=allowed,
         theme=theme,

@@ -61,11 +61,10 @@ def _padded_shape(h: int, w: int, pad: int) -> tuple[int, int]:
     return next_fast_len(h + 2 * pad, real=True), next_fast_len(w + 2 * pad, real=True)
 
 
-def _kernel_fft(radius: float, shape: tuple[int, int]) -> np.ndarray:
-    """rfft2 of the disc kernel placed with its centre at the origin (wrap-around), for ``shape``."""
+def _kernel_fft(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """rfft2 of a (2R+1, 2R+1) kernel placed with its centre at the origin (wrap-around), for ``shape``."""
     from scipy.fft import rfft2
 
-    k = disc_kernel(radius)
     half = k.shape[0] // 2
     full = np.zeros(shape, dtype=np.float32)
     idx = np.arange(-half, half + 1)
@@ -73,26 +72,42 @@ def _kernel_fft(radius: float, shape: tuple[int, int]) -> np.ndarray:
     return rfft2(full, workers=-1)
 
 
+def border_normaliser(kernel: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Weight of ``kernel`` (2R+1, 2R+1) that lands inside an (h, w) image around each pixel, float32 (h, w):
+    the zero-padded convolution of an all-ones image, computed exactly as ``A_y · kernel · A_xᵀ`` with the
+    0/1 matrices ``A[y, j] = [0 ≤ y + j − R < h]`` (1 in the interior)."""
+    n = kernel.shape[0]
+    R = n // 2
+    ay = ((np.arange(h)[:, None] + np.arange(n)[None, :] - R) >= 0) & (
+        (np.arange(h)[:, None] + np.arange(n)[None, :] - R) < h
+    )
+    ax = ((np.arange(w)[:, None] + np.arange(n)[None, :] - R) >= 0) & (
+        (np.arange(w)[:, None] + np.arange(n)[None, :] - R) < w
+    )
+    return (ay.astype(np.float64) @ kernel[::-1, ::-1] @ ax.T.astype(np.float64)).astype(np.float32)
+
+
 def reblur_bank(image_lin: np.ndarray, radii: np.ndarray):
     """Yield ``(k, blurred)`` for each candidate radius: ``image_lin`` (H, W, C) linear light re-blurred by the
     soft disc of radius ``radii[k]`` px with border normalisation, float32 (H, W, C).
 
-    One forward FFT of the (zero-padded) image plus an all-ones channel, then one product and one inverse
-    FFT per radius (scipy.fft, all cores)."""
+    One forward FFT of the zero-padded image, then one product and one inverse FFT per radius (scipy.fft,
+    all cores); the border normaliser comes from :func:`border_normaliser`."""
     from scipy.fft import irfft2, rfft2
 
     image_lin = np.asarray(image_lin, dtype=np.float32)
     h, w, c = image_lin.shape
     pad = int(np.ceil(float(np.max(radii)))) + 2
     shape = _padded_shape(h, w, pad)
-    buf = np.zeros((c + 1, *shape), dtype=np.float32)
-    buf[:c, :h, :w] = np.moveaxis(image_lin, -1, 0)
-    buf[c, :h, :w] = 1.0
+    buf = np.zeros((c, *shape), dtype=np.float32)
+    buf[:, :h, :w] = np.moveaxis(image_lin, -1, 0)
     spec = rfft2(buf, workers=-1)
     for k, r in enumerate(radii):
-        out = irfft2(spec * _kernel_fft(float(r), shape)[None], s=shape, workers=-1)[:, :h, :w]
-        norm = np.maximum(out[c], 1e-8)
-        yield k, np.moveaxis(out[:c] / norm, 0, -1).astype(np.float32, copy=False)
+        kernel = disc_kernel(float(r))
+        out = irfft2(spec * _kernel_fft(kernel, shape)[None], s=shape, workers=-1)[:, :h, :w]
+        norm = np.maximum(border_normaliser(kernel, h, w), 1e-8)
+        blurred = np.moveaxis(out, 0, -1) / norm[..., None]
+        yield k, np.maximum(blurred, 0.0, out=blurred).astype(np.float32, copy=False)
 
 
 def reblur(image_lin: np.ndarray, radius: float) -> np.ndarray:
@@ -138,19 +153,14 @@ class _MinTracker:
         self.left = np.zeros(shape, dtype=np.float32)
         self.right = np.zeros(shape, dtype=np.float32)
         self.total = np.zeros(shape, dtype=np.float64)
-        self.prev: np.ndarray | None = None
+        self.prev = np.zeros(shape, dtype=np.float32)
         self.n = 0
 
     def push(self, k: int, cost: np.ndarray) -> None:
-        if self.prev is not None:
-            np.copyto(self.right, cost, where=self.k == k - 1)
-        better = cost < self.best
-        np.copyto(self.best, cost, where=better)
-        np.copyto(self.k, np.int32(k), where=better)
-        np.copyto(self.left, cost if self.prev is None else self.prev, where=better)
-        np.copyto(self.right, cost, where=better)  # replaced by the next sample, if any
-        self.total += cost
-        self.prev = cost
+        """Add the cost (H, W) of candidate ``k`` (pushed in order 0, 1, 2, …)."""
+        from .sweep_numba import tracker_push
+
+        tracker_push(k, cost, self.prev, self.best, self.k, self.left, self.right, self.total)
         self.n += 1
 
     def result(self, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,11 +208,16 @@ def measure_blur(
     h, w = reference_lin.shape[:2]
     trackers = [_MinTracker((h, w)) for _ in frames_lin]
     vol = np.empty((len(frames_lin), len(radii), h, w), dtype=np.float32) if keep_cost else None
+    from .sweep_numba import sq_diff_sum
+
+    frames_lin = [np.ascontiguousarray(f, dtype=np.float32) for f in frames_lin]
+    sq = np.empty((h, w), dtype=np.float32)
     bank = reblur_bank(reference_lin, radii)
     for k, blurred in tqdm(bank, total=len(radii), desc="sweep: disc bank", disable=not progress, leave=False):
+        blurred = np.ascontiguousarray(blurred)
         for m, frame in enumerate(frames_lin):
-            diff = blurred - frame
-            cost = box_mean(np.einsum("hwc,hwc->hw", diff, diff), window)
+            sq_diff_sum(blurred, frame, sq)
+            cost = box_mean(sq, window)
             trackers[m].push(k, cost)
             if vol is not None:
                 vol[m, k] = cost

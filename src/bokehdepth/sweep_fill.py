@@ -16,16 +16,6 @@ from .errors import InputError
 __all__ = ["domain_transform_filter", "normalized_fill"]
 
 
-def _recursive_pass(data: np.ndarray, weights: np.ndarray) -> None:
-    """In place: causal then anti-causal first-order recursion along axis 1 of data (C, H, W) with per-step
-    feedback ``weights`` (H, W) (weight[:, j] links column j−1 → j)."""
-    w = data.shape[2]
-    for j in range(1, w):
-        data[:, :, j] += weights[None, :, j] * (data[:, :, j - 1] - data[:, :, j])
-    for j in range(w - 2, -1, -1):
-        data[:, :, j] += weights[None, :, j + 1] * (data[:, :, j + 1] - data[:, :, j])
-
-
 def domain_transform_filter(
     data: np.ndarray, guide: np.ndarray, sigma_s: float = 24.0, sigma_r: float = 0.15, iterations: int = 3
 ) -> np.ndarray:
@@ -38,6 +28,8 @@ def domain_transform_filter(
     Returns:
         float64 (C, H, W).
     """
+    from .sweep_numba import recursive_pass
+
     if sigma_s <= 0 or sigma_r <= 0:
         raise InputError(f"domain transform: sigma_s and sigma_r must be > 0, got {sigma_s}, {sigma_r}")
     out = np.array(data, dtype=np.float64, copy=True)
@@ -52,9 +44,9 @@ def domain_transform_filter(
     for i in range(iterations):
         sigma_i = sigma_s * np.sqrt(3.0) * 2.0 ** (iterations - i - 1) / np.sqrt(4.0**iterations - 1.0)
         a = np.exp(-np.sqrt(2.0) / sigma_i)
-        _recursive_pass(out, a**dist_x)
+        recursive_pass(out, a**dist_x)
         t = np.ascontiguousarray(out.transpose(0, 2, 1))
-        _recursive_pass(t, np.ascontiguousarray((a**dist_y).T))
+        recursive_pass(t, np.ascontiguousarray((a**dist_y).T))
         out = np.ascontiguousarray(t.transpose(0, 2, 1))
     return out
 

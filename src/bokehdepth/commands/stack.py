@@ -52,9 +52,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--working-size",
         type=int,
-        default=512,
+        default=None,
         help="compact: short side (px) the network runs at; smaller inputs run at their size (default 512)",
     )
+    k = p.add_argument_group("kontext backend (defaults: the published run_inference.sh)")
+    k.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default=None, help="auto: bf16 on CUDA")
+    k.add_argument("--steps", type=int, default=None, help="denoising steps (50)")
+    k.add_argument("--guidance", type=float, default=None, help="FLUX distilled guidance (7.0)")
+    k.add_argument("--cpu-offload", action="store_true", help="model CPU offload for smaller GPUs")
+    k.add_argument("--vae-tiling", action="store_true", help="tiled VAE decoding (less memory)")
+    k.add_argument("--no-color-transfer", action="store_true", help="skip the LAB colour transfer ref -> frame")
     p.add_argument("--bits", type=int, choices=(8, 16), default=8, help="PNG bit depth of the frames (default 8)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-o", "--output", required=True, metavar="STACK_DIR", help="output stack folder")
@@ -72,6 +79,41 @@ def _check_output(path: Path) -> None:
         raise OutputError(f"{parent}: output location is not writable; choose a folder you can write to with -o")
 
 
+_KONTEXT_ONLY = {
+    "base": "--base",
+    "dtype": "--dtype",
+    "steps": "--steps",
+    "guidance": "--guidance",
+    "cpu_offload": "--cpu-offload",
+    "vae_tiling": "--vae-tiling",
+    "no_color_transfer": "--no-color-transfer",
+}
+
+
+def _backend_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of the chosen backend; a flag of the other backend is an error naming it."""
+    given = {k: getattr(args, k) for k in _KONTEXT_ONLY if getattr(args, k) not in (None, False)}
+    if args.backend == "compact":
+        if given:
+            flag = _KONTEXT_ONLY[next(iter(given))]
+            raise InputError(f"{flag}: only used by --backend kontext; drop it for the compact backend")
+        return {"short_side": args.working_size or 512}
+    if args.working_size is not None:
+        raise InputError("--working-size: only used by --backend compact (Kontext runs at 512x512 as published)")
+    kw = {k: v for k, v in given.items() if k != "no_color_transfer"}
+    if args.no_color_transfer:
+        kw["color_transfer"] = False
+    return kw
+
+
+def _env_seed() -> int:
+    value = os.environ.get("SEED", "").strip() or "42"
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"SEED: environment variable must be an integer, got {value!r}; or pass --seed") from None
+
+
 def _default_Ks() -> list[str]:
     env = os.environ.get("K_VALUES", "").split()
     return env or ["10", "20", "30"]
@@ -87,20 +129,14 @@ def run(args: argparse.Namespace) -> int:
     Ks, notes = check_Ks(Ks_requested, "--K")
     for note in notes:
         sys.stderr.write(f"warning: {note}\n")
-    seed = args.seed if args.seed is not None else int(os.environ.get("SEED", "42") or 42)
+    seed = args.seed if args.seed is not None else _env_seed()
     _check_output(out)
     image = read_image(args.image)
 
-    kw: dict = {}
+    kw = _backend_options(args)
     weights = args.weights
-    if args.backend == "compact":
-        if args.base:
-            raise InputError("--base: only used by --backend kontext; drop it for the compact backend")
-        kw["short_side"] = args.working_size
-    else:
+    if args.backend == "kontext":
         weights = weights or os.environ.get("ADAPTER_CKPT") or None
-        if args.base:
-            kw["base"] = args.base
     generator = load_stack_generator(args.backend, weights=weights, device=args.device, **kw)
     stack = generator.generate(image, Ks, seed=seed, progress=not args.no_progress)
     if Ks != Ks_requested:

@@ -6,7 +6,7 @@ Accepted trees (``layout="auto"`` detects them in this order):
   ``<scene>/ground_truth_masked/dslr_images/<name>.JPG``: the ETH3D depth file, raw little-endian float32,
   row-major, the image's size; 0 / inf invalid. A ``.npy`` beside it (same stem) is read instead if present.
 - ``kitti``: ``image/<name>.png`` with ``groundtruth_depth/<name'>.png`` (the KITTI depth-selection naming,
-  ``_image_`` → ``_groundtruth_depth_``; the same name also works): 16-bit PNG, metres = value / 256,
+  the first ``_image_`` → ``_groundtruth_depth_``; the same name also works): 16-bit PNG, metres = value / 256,
   0 invalid.
 - ``nyuv2``: BTS-style ``**/rgb_<id>.jpg`` with ``sync_depth_<id>.png`` in the same folder, or
   ``rgb/<name>.*`` with ``depth/<name>.png``: 16-bit PNG in millimetres (scale 1000), 0 invalid; ``.npy``
@@ -119,7 +119,7 @@ def _pairs(root: Path, layout: str) -> list[tuple[str, Path, Path]]:
     if layout == "kitti" and (root / "groundtruth_depth").is_dir():
         gt_dir = root / "groundtruth_depth"
         for img in _images_in(root / "image"):
-            cand = [gt_dir / img.name.replace("_image_", "_groundtruth_depth_"), gt_dir / img.name]
+            cand = [gt_dir / img.name.replace("_image_", "_groundtruth_depth_", 1), gt_dir / img.name]
             gt = next((c for c in cand if c.exists()), None)
             if gt is None:
                 raise InputError(f"{cand[0]}: ground-truth depth missing for {img}; add it or remove the image")

@@ -12,15 +12,19 @@ generator never requires the depth model's module and vice versa.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .compact_generator import DEFAULT_WEIGHTS as GENERATOR_WEIGHTS
+
+if TYPE_CHECKING:  # resolved lazily by __getattr__ below
+    from .compact_depth import DEFAULT_WEIGHTS as DEPTH_WEIGHTS
+    from .compact_depth import CompactDepthConfig, CompactDepthModel, load_compact_depth, save_compact_depth
 from .compact_generator import (
     CompactGenerator,
     CompactGeneratorConfig,
     load_compact_generator,
     save_compact_generator,
 )
-from .compact_generator import DEFAULT_WEIGHTS as GENERATOR_WEIGHTS
 
 __all__ = [
     "DEPTH_WEIGHTS",

@@ -15,9 +15,9 @@ Design (docs/stage2.md has the rationale and the training command):
   inverse-depth offset at the working width (metric K rescaled by working width / frame width). A
   normalised stack (K in px at 512 px per unit of normalised disparity) is fed as if its disparity span were
   1 1/m: ``K_work = K_n · W_work / 512``.
-- **Head.** A light DPT-style head (1×1 projections of the taps, fused, three ×2 upsampling convs with a
-  stride-2 skip from the reference image) predicts two maps at the working size:
-  ``offset`` Δ (1/m), the signed inverse-depth offset from the focus plane, and ``log_depth`` (log m).
+- **Head.** A light DPT-style head (1×1 projections of the taps, fused, ×2 upsampling convs with a
+  skip from the reference image at the head's resolution) predicts two maps at the working size:
+  (at 1/``out_stride`` of the working size, upsampled bilinearly) ``offset`` Δ (1/m), the signed inverse-depth offset from the focus plane, and ``log_depth`` (log m).
 - **Metric depth from defocus.** When the stack is metric and ``disp_focus`` (1/m) is known:
   ``depth = 1 / (disp_focus + Δ)``; the blur radius in frame i is ``K_i·|Δ|``, so the metric scale comes from
   the calibrated stack alone. Otherwise (normalised stack, unknown focus) ``depth = exp(log_depth)``.
@@ -63,6 +63,7 @@ class CompactDepthConfig:
         taps: 0-based ViT block indices whose outputs feed the head.
         dsfa_taps: indices into ``taps`` that get a DSFA block.
         head_dim: channel width of the DPT-style head.
+        out_stride: the head predicts at 1/out_stride of the working size, then upsamples bilinearly.
         k_unit: K_work (px per 1/m at the working width) that maps to 1.0 at the DSFA K input.
         min_disp: lower clamp of ``disp_focus + Δ`` in 1/m (so depth ≤ 1/min_disp m).
         max_depth: upper clamp of the output depth in metres.
@@ -78,6 +79,7 @@ class CompactDepthConfig:
     taps: tuple[int, ...] = (1, 2, 3)
     dsfa_taps: tuple[int, ...] = (0, 1, 2)
     head_dim: int = 48
+    out_stride: int = 4
     k_unit: float = 1.0
     min_disp: float = 0.01
     max_depth: float = 80.0
@@ -154,9 +156,11 @@ class CompactDepthModel(nn.Module):
         c = cfg.head_dim
         self.projects = nn.ModuleList(nn.Conv2d(d, c, 1) for _ in cfg.taps)
         self.fuse = _conv(c, c)
-        n_up = int(round(math.log2(p)))
+        n_up = int(round(math.log2(p / cfg.out_stride)))
         self.ups = nn.ModuleList(_conv(c if i == 0 else c // 2, c // 2) for i in range(n_up))
-        self.skip = nn.Sequential(nn.Conv2d(3, c // 2, 3, stride=2, padding=1), nn.GELU())
+        self.skip = nn.Sequential(
+            nn.Conv2d(3, c // 2, cfg.out_stride, stride=cfg.out_stride), nn.GELU(), nn.Conv2d(c // 2, c // 2, 3, padding=1)
+        )
         self.out = nn.Conv2d(c // 2, 2, 3, padding=1)
         self.gradient_checkpointing = False
 
@@ -210,7 +214,7 @@ class CompactDepthModel(nn.Module):
             y = up(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
             if y.shape[-2:] == skip.shape[-2:]:
                 y = y + skip
-        out = self.out(y)
+        out = F.interpolate(self.out(y), size=(h, w), mode="bilinear", align_corners=False)
         return {"offset": out[:, 0], "log_depth": out[:, 1] + 1.5}
 
     def depth_from_outputs(

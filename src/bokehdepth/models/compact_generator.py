@@ -24,8 +24,8 @@ from __future__ import annotations
 import functools
 import json
 import math
-from pathlib import Path
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F

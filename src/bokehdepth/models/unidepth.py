@@ -251,6 +251,7 @@ def load_model(
 
 
 def load_predictor(
+    backend: str = "udv2-dsfa",
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
@@ -259,11 +260,13 @@ def load_predictor(
     """The ``udv2-dsfa`` depth backend: strict load + the reference pre/post-processing.
 
     Args:
+        backend: preset name (``"udv2-dsfa"``), as ``pipelines.depth.load_depth_predictor`` passes it.
         weights: checkpoint file or folder (see :func:`load_model`).
         device: torch device.
         dtype: autocast dtype; None = float16 autocast on CUDA (as the reference), float32 on CPU.
+        cfg: model configuration (default: the preset's).
     """
     from .unidepth_predictor import UniDepthPredictor
 
-    model, info = load_model(weights, cfg, device)
+    model, info = load_model(weights, cfg or _preset(backend), device)
     return UniDepthPredictor(model, device=device, dtype=dtype, info=info)

@@ -46,31 +46,11 @@ if TYPE_CHECKING:
     from ..pipelines.depth import DepthResult
     from .unidepth import UniDepthV2DSFA
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SPAN_PERCENTILES", "UniDepthPredictor", "stack_for_model"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "SPAN_PERCENTILES", "UniDepthPredictor"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SPAN_PERCENTILES = (1.0, 99.0)
-
-
-def stack_for_model(stack: Stack, image_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The stack frames the model sees: all but the reference frame, in stack order, at the image size.
-
-    Returns:
-        ``(frames [N, H, W, 3] float32 in [0, 1], K [N] as stored, resized)`` where ``resized`` says whether the
-        frames had to be resized (bilinear) to the image's H×W.
-    """
-    keep = [i for i in range(len(stack.frames)) if i != stack.reference]
-    frames = np.stack([np.asarray(stack.frames[i], dtype=np.float32) for i in keep]) if keep else None
-    k = np.asarray([stack.K[i] for i in keep], dtype=np.float32)
-    if frames is None:
-        return np.zeros((0, *image_hw, 3), np.float32), k, False
-    resized = tuple(frames.shape[1:3]) != tuple(image_hw)
-    if resized:
-        t = torch.from_numpy(frames).permute(0, 3, 1, 2)
-        t = F.interpolate(t, size=image_hw, mode="bilinear", align_corners=False)
-        frames = t.permute(0, 2, 3, 1).clamp(0, 1).numpy()
-    return frames, k, resized
 
 
 class UniDepthPredictor:
@@ -138,28 +118,30 @@ class UniDepthPredictor:
     # -- public ---------------------------------------------------------------------------------------------
     def predict(
         self,
-        image: np.ndarray,
+        image: np.ndarray | None,
         stack: Stack | None = None,
         single_frame: bool = False,
         intrinsics: np.ndarray | None = None,
     ) -> DepthResult:
-        """Metric depth of ``image``.
+        """Metric depth of the sharp reference.
 
         Args:
-            image: (H, W, 3) float RGB in [0, 1], the sharp reference.
-            stack: its bokeh stack (``read_stack``); frame ``stack.reference`` is dropped (the model uses
-                ``image`` as the reference, K = 0). None runs the model on the image alone.
-            single_frame: bypass the DSFA blocks (the ablation).
+            image: (H, W, 3) float RGB in [0, 1], the sharp reference; None uses the stack's reference frame.
+            stack: its bokeh stack (``read_stack``), split by ``pipelines.depth.split_stack``: the reference
+                frame (and any other K = 0 frame) is dropped, the model prepends the reference with K = 0.
+                None runs the model on the image alone.
+            single_frame: bypass the DSFA blocks (the ablation); the stack is not encoded.
             intrinsics: optional (3, 3) pinhole matrix of the input in px; default fx = fy = 0.7·W, centred.
 
         Returns:
             ``DepthResult``: depth (H, W) float32 metres (NaN where not finite), confidence (H, W), info.
         """
         from ..io import validate_image
-        from ..pipelines.depth import DepthResult
+        from ..pipelines.depth import DepthResult, split_stack
 
         t0 = time.perf_counter()
-        image = validate_image(image)
+        inp = split_stack(image, stack)
+        image = validate_image(inp.image)
         h, w = image.shape[:2]
         geom = self.geometry(h, w)
         K_input = self._check_intrinsics(intrinsics, h, w)
@@ -167,6 +149,7 @@ class UniDepthPredictor:
             "backend": self.backend,
             **self.info,
             "single_frame": bool(single_frame),
+            "n_frames": 0 if single_frame else int(len(inp.frames)),
             "network_size": list(geom.network_hw),
             "paddings_lrtb": list(geom.paddings),
             "resize_factor": geom.factor,
@@ -174,12 +157,11 @@ class UniDepthPredictor:
             "camera_source": "user" if intrinsics is not None else "default fx=fy=0.7*W, centred",
         }
         frames, k = None, None
-        if stack is not None and not single_frame:
-            frames, k, resized = stack_for_model(stack, (h, w))
-            info.update(num_frames=len(k), stack_resized=resized, K_convention=stack.K_convention)
-            info["K_stack"] = k.tolist()
-            if len(k) and stack.K_convention == "metric":
-                k = self._metric_to_normalized(image, k, K_input, geom, stack.size[1], info)
+        if len(inp.frames) and not single_frame:
+            frames, k = inp.frames, inp.K.astype(np.float32)
+            info.update(K_convention=inp.convention, K_stack=k.tolist())
+            if inp.convention == "metric":
+                k = self._metric_to_normalized(image, k, K_input, geom, w, info)
             info["K_model"] = [float(v) for v in k]
         depth, conf, K_pred = self._forward(image, frames, k, K_input, geom, single_frame)
         depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)

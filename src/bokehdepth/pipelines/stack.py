@@ -232,4 +232,3 @@ def generate_stack(
     """One-shot convenience: load the backend and generate one stack (see :func:`load_stack_generator`)."""
     generator = load_stack_generator(backend, weights=weights, device=device, **kw)
     return generator.generate(image, Ks, seed=seed, progress=progress)
-

@@ -169,7 +169,7 @@ def _scatter_rows(lin, table, offsets, xs, reaches, rs, vs, layer_reach, layer_y
                         n_ring = wo + 1 - start
                         for j in range(n_ring):
                             dx = start + j
-                            ring[j] = 0.5
+                            ring[j] = edge_weight_tab(r, math.sqrt(dx * dx + dy * dy), table)
                         # right side: x + start … min(x + wo, w − 1); left side: x − start … max(x − wo, 0)
                         n_right = min(n_ring, w - x - start)
                         for j in range(n_right):

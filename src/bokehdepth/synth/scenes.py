@@ -76,7 +76,8 @@ def scene_rng(seed: int) -> np.random.Generator:
 # ----------------------------------------------------------------------------------------------------------
 @dataclass
 class _Camera:
-    """Rays of a pinhole camera: normalised coordinates xn = (u − cx)/fx, yn = (v − cy)/fy (y down)."""
+    """Rays of a pinhole camera over a pixel window: normalised coordinates xn = (u − cx)/fx,
+    yn = (v − cy)/fy (y down), float32 arrays of the window's shape; (y0, x0) is the window's corner."""
 
     fx: float
     fy: float
@@ -84,11 +85,27 @@ class _Camera:
     cy: float
     h: int
     w: int
+    y0: int = 0
+    x0: int = 0
 
     def __post_init__(self) -> None:
-        v, u = np.mgrid[0 : self.h, 0 : self.w].astype(np.float64)
-        self.xn = (u - self.cx) / self.fx
-        self.yn = (v - self.cy) / self.fy
+        v, u = np.mgrid[self.y0 : self.y0 + self.h, self.x0 : self.x0 + self.w].astype(np.float32)
+        self.xn = (u - np.float32(self.cx)) / np.float32(self.fx)
+        self.yn = (v - np.float32(self.cy)) / np.float32(self.fy)
+
+    @property
+    def box(self) -> tuple[slice, slice]:
+        """This window as slices of the full frame."""
+        return slice(self.y0, self.y0 + self.h), slice(self.x0, self.x0 + self.w)
+
+    def window(self, u0: float, u1: float, v0: float, v1: float, frame: tuple[int, int]) -> _Camera | None:
+        """The sub-window covering pixel coordinates [u0, u1] × [v0, v1] (clipped to ``frame`` (H, W));
+        None if it is empty."""
+        x0, x1 = max(int(np.floor(u0)) - 1, 0), min(int(np.ceil(u1)) + 2, frame[1])
+        y0, y1 = max(int(np.floor(v0)) - 1, 0), min(int(np.ceil(v1)) + 2, frame[0])
+        if x1 <= x0 or y1 <= y0:
+            return None
+        return _Camera(self.fx, self.fy, self.cx, self.cy, y1 - y0, x1 - x0, y0, x0)
 
     def project(self, p: np.ndarray) -> np.ndarray:
         """3-D points (..., 3) in metres → pixel coordinates (..., 2) (u, v)."""
@@ -113,13 +130,19 @@ def _tangent_basis(normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, e2
 
 
-def _polygon_mask(h: int, w: int, pts_uv: np.ndarray) -> np.ndarray:
-    """Filled polygon (pixel coordinates (N, 2)) as a bool (h, w) mask, sub-pixel vertices."""
+def _polygon_mask(cam: _Camera, pts_uv: np.ndarray) -> np.ndarray:
+    """Filled polygon (full-frame pixel coordinates (N, 2)) as a bool mask of the window ``cam``."""
     import cv2
 
-    mask = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(mask, [np.round(pts_uv * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    mask = np.zeros((cam.h, cam.w), np.uint8)
+    pts = (pts_uv - [cam.x0, cam.y0]) * 16
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
     return mask.astype(bool)
+
+
+def _polygon_window(cam: _Camera, pts_uv: np.ndarray) -> _Camera | None:
+    """The window of the full-frame camera ``cam`` that holds this polygon."""
+    return cam.window(pts_uv[:, 0].min(), pts_uv[:, 0].max(), pts_uv[:, 1].min(), pts_uv[:, 1].max(), (cam.h, cam.w))
 
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -143,6 +166,7 @@ class _Surface:
     t: np.ndarray
     shade: np.ndarray | float
     z0: float
+    box: tuple[slice, slice] = (slice(None), slice(None))
 
 
 def _planar_surface(cam: _Camera, normal: np.ndarray, point: np.ndarray, mask: np.ndarray, kind: str) -> _Surface:
@@ -154,7 +178,7 @@ def _planar_surface(cam: _Camera, normal: np.ndarray, point: np.ndarray, mask: n
     px, py = cam.xn * zz, cam.yn * zz
     s = np.where(fin, px * e1[0] + py * e1[1] + zz * e1[2], 0.0)
     t = np.where(fin, px * e2[0] + py * e2[1] + zz * e2[2], 0.0)
-    return _Surface(kind, z, s, t, 1.0, float(point[2]))
+    return _Surface(kind, z, s, t, 1.0, float(point[2]), cam.box)
 
 
 def _shade(normal: np.ndarray, light: np.ndarray, ambient: float) -> np.ndarray | float:
@@ -178,27 +202,32 @@ def _random_polygon(rng: np.random.Generator, cu: float, cv: float, radius: floa
     return np.stack([cu + rad * np.cos(ang), cv + rad * np.sin(ang)], -1)
 
 
-def _plane_object(rng: np.random.Generator, cam: _Camera, z0: float, slanted: bool) -> _Surface:
+def _plane_object(rng: np.random.Generator, cam: _Camera, z0: float, slanted: bool) -> _Surface | None:
     cu, cv = rng.uniform(0, cam.w), rng.uniform(0, cam.h)
     radius = rng.uniform(0.1, 0.4) * cam.w
     poly = _random_polygon(rng, cu, cv, radius)
-    mask = _polygon_mask(cam.h, cam.w, poly)
     normal = _random_normal(rng, 65.0) if slanted else np.array([0.0, 0.0, -1.0])
     point = z0 * np.array([(cu - cam.cx) / cam.fx, (cv - cam.cy) / cam.fy, 1.0])
-    return _planar_surface(cam, normal, point, mask, "slanted_plane" if slanted else "plane")
+    win = _polygon_window(cam, poly)
+    if win is None:
+        return None
+    return _planar_surface(win, normal, point, _polygon_mask(win, poly), "slanted_plane" if slanted else "plane")
 
 
-def _disc_object(rng: np.random.Generator, cam: _Camera, z0: float, light: np.ndarray) -> _Surface:
+def _disc_object(rng: np.random.Generator, full: _Camera, z0: float, light: np.ndarray) -> _Surface | None:
     """A disc facing the camera that bulges towards it (a spherical cap): smooth depth, shaded."""
-    cu, cv = rng.uniform(0.1, 0.9) * cam.w, rng.uniform(0.1, 0.9) * cam.h
-    r_px = rng.uniform(0.06, 0.3) * cam.w
+    cu, cv = rng.uniform(0.1, 0.9) * full.w, rng.uniform(0.1, 0.9) * full.h
+    r_px = rng.uniform(0.06, 0.3) * full.w
     aspect = rng.uniform(0.7, 1.4)
+    r_m = r_px * z0 / full.fx
+    bulge = rng.uniform(0.0, 1.0) * r_m
+    cam = full.window(cu - r_px, cu + r_px, cv - r_px * aspect, cv + r_px * aspect, (full.h, full.w))
+    if cam is None:
+        return None
     du = (cam.xn * cam.fx + cam.cx - cu) / r_px
     dv = (cam.yn * cam.fy + cam.cy - cv) / (r_px * aspect)
     rho2 = du * du + dv * dv
     inside = rho2 < 1.0
-    r_m = r_px * z0 / cam.fx
-    bulge = rng.uniform(0.0, 1.0) * r_m
     cap = np.sqrt(np.clip(1.0 - rho2, 0.0, 1.0))
     z = np.where(inside, z0 - bulge * cap, np.inf)
     # surface normal of the cap (pointing at the camera)
@@ -207,26 +236,31 @@ def _disc_object(rng: np.random.Generator, cam: _Camera, z0: float, light: np.nd
     nrm /= np.linalg.norm(nrm, axis=-1, keepdims=True)
     shade = np.where(inside, _shade(nrm, light, 0.35), 1.0)
     zz = np.where(inside, z, 0.0)
-    return _Surface("disc", z, cam.xn * zz, cam.yn * zz, shade, z0)
+    return _Surface("disc", z, cam.xn * zz, cam.yn * zz, shade, z0, cam.box)
 
 
-def _blob_object(rng: np.random.Generator, cam: _Camera, z0: float) -> _Surface:
+def _blob_object(rng: np.random.Generator, full: _Camera, z0: float) -> _Surface | None:
     """A smooth random blob with gently varying depth (± 10 % of its distance)."""
     import cv2
 
     small = rng.standard_normal((16, 16)).astype(np.float32)
-    field_ = cv2.resize(small, (cam.w, cam.h), interpolation=cv2.INTER_CUBIC)
-    cu, cv = rng.uniform(0.15, 0.85) * cam.w, rng.uniform(0.15, 0.85) * cam.h
-    r_px = rng.uniform(0.12, 0.35) * cam.w
+    cu, cv = rng.uniform(0.15, 0.85) * full.w, rng.uniform(0.15, 0.85) * full.h
+    r_px = rng.uniform(0.12, 0.35) * full.w
+    small2 = rng.standard_normal((6, 6)).astype(np.float32)
+    # the blob lies where 1 − ρ² + 0.35·field > 0.2; |field| ≤ max|small| bounds ρ
+    reach = r_px * float(np.sqrt(0.8 + 0.35 * np.abs(small).max() * 1.3))
+    cam = full.window(cu - reach, cu + reach, cv - reach, cv + reach, (full.h, full.w))
+    if cam is None:
+        return None
+    field_ = cv2.resize(small, (full.w, full.h), interpolation=cv2.INTER_CUBIC)[cam.box]
     du = (cam.xn * cam.fx + cam.cx - cu) / r_px
     dv = (cam.yn * cam.fy + cam.cy - cv) / r_px
     envelope = 1.0 - (du * du + dv * dv)
     inside = (envelope + 0.35 * field_) > 0.2
-    small2 = rng.standard_normal((6, 6)).astype(np.float32)
-    var = cv2.resize(small2, (cam.w, cam.h), interpolation=cv2.INTER_CUBIC)
+    var = cv2.resize(small2, (full.w, full.h), interpolation=cv2.INTER_CUBIC)[cam.box]
     z = np.where(inside, z0 * (1.0 + 0.1 * np.tanh(var)), np.inf)
     zz = np.where(inside, z, 0.0)
-    return _Surface("blob", z, cam.xn * zz, cam.yn * zz, float(rng.uniform(0.6, 1.0)), z0)
+    return _Surface("blob", z, cam.xn * zz, cam.yn * zz, float(rng.uniform(0.6, 1.0)), z0, cam.box)
 
 
 def _box_faces(rng: np.random.Generator, cam: _Camera, z0: float, light: np.ndarray) -> list[_Surface]:
@@ -249,8 +283,11 @@ def _box_faces(rng: np.random.Generator, cam: _Camera, z0: float, light: np.ndar
             corners = np.array([fc - ea - eb, fc + ea - eb, fc + ea + eb, fc - ea + eb])
             if (corners[:, 2] <= 0.05).any():
                 continue
-            mask = _polygon_mask(cam.h, cam.w, cam.project(corners))
-            surf = _planar_surface(cam, n, fc, mask, "box")
+            poly = cam.project(corners)
+            win = _polygon_window(cam, poly)
+            if win is None:
+                continue
+            surf = _planar_surface(win, n, fc, _polygon_mask(win, poly), "box")
             surf.shade = _shade(n, light, 0.3)
             surf.z0 = z0
             faces.append(surf)
@@ -371,22 +408,24 @@ def make_scene(seed: int, size: int | tuple[int, int] = 256) -> Scene:
     for kind in kinds:
         z0 = _log_uniform(rng, zmin * 1.05, max(far * 0.8, zmin * 1.5))
         if kind in ("plane", "slanted_plane"):
-            surfaces.append(_plane_object(rng, cam, z0, kind == "slanted_plane"))
+            new = [_plane_object(rng, cam, z0, kind == "slanted_plane")]
         elif kind == "disc":
-            surfaces.append(_disc_object(rng, cam, z0, light))
+            new = [_disc_object(rng, cam, z0, light)]
         elif kind == "blob":
-            surfaces.append(_blob_object(rng, cam, z0))
+            new = [_blob_object(rng, cam, z0)]
         else:
-            surfaces.extend(_box_faces(rng, cam, z0, light))
+            new = list(_box_faces(rng, cam, z0, light))
+        surfaces.extend(x for x in new if x is not None)
 
     for i, surf in enumerate(surfaces):
         d = np.clip(surf.depth, zmin, np.inf)
         tk, tex = _sample_texture(rng, surf, cam.fx, _log_uniform(rng, 0.5, 2.0) * f)
         tex = tex * np.asarray(surf.shade, np.float32)[..., None] if np.ndim(surf.shade) else tex * surf.shade
-        win = np.isfinite(d) & (d < zbuf)
-        zbuf = np.where(win, d, zbuf)
-        rgb[win] = tex[win]
-        labels[win] = i + 1
+        zb, box_rgb, box_lab = zbuf[surf.box], rgb[surf.box], labels[surf.box]
+        win = np.isfinite(d) & (d < zb)
+        zb[win] = d[win]
+        box_rgb[win] = tex[win]
+        box_lab[win] = i + 1
         layers.append({"kind": surf.kind, "texture": tk, "depth_m": round(surf.z0, 6)})
 
     rgb = rgb * rng.uniform(0.75, 1.15)

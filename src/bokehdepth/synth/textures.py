@@ -82,6 +82,13 @@ def load_photo(name: str) -> np.ndarray:
     return arr
 
 
+@functools.lru_cache(maxsize=len(PHOTO_NAMES))
+def _is_grey(name: str) -> bool:
+    """Whether a photograph has identical channels (then it may be tinted)."""
+    photo = load_photo(name)
+    return bool(np.array_equal(photo[..., 0], photo[..., 1]) and np.array_equal(photo[..., 1], photo[..., 2]))
+
+
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
     """A random linear-light RGB colour (3,), neither black nor white."""
     hue = rng.uniform(0, 1)
@@ -110,7 +117,7 @@ def photo_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     out = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA if cw > w else cv2.INTER_LINEAR)
     if rng.uniform() < 0.5:
         out = out[:, ::-1]
-    if np.allclose(photo[..., 0], photo[..., 1]) and rng.uniform() < 0.7:
+    if _is_grey(name) and rng.uniform() < 0.7:
         out = out * (_random_colour(rng) * 0.6 + 0.4)
     return np.ascontiguousarray(np.clip(out, 0.0, 1.0), dtype=np.float32)
 

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
 
 __all__ = ["CompactTrainConfig", "add_arguments", "run", "train_compact_generator"]
 
@@ -86,6 +86,8 @@ class CompactTrainConfig:
     """Overrides of :class:`~bokehdepth.models.compact_generator.CompactGeneratorConfig` fields."""
     progress: bool = True
     """Show a tqdm bar."""
+    max_minutes: float | None = None
+    """Wall-clock budget of the loop in minutes: stop early (checkpoint + weights written) when it is spent."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,7 +128,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model-config",
         default=None,
-        help='JSON object of CompactGeneratorConfig overrides, e.g. \'{"base_channels": 8}\'',
+        help="JSON object of CompactGeneratorConfig overrides, e.g. '{\"base_channels\": 8}'",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop the loop after this many minutes (checkpoint and weights are written; resume with --resume)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -161,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         model=overrides,
         progress=not args.no_progress,
+        max_minutes=args.max_minutes,
     )
     result = train_compact_generator(cfg)
     print(f"trained {result['step']} steps; weights: {result['weights']}")
@@ -337,18 +346,11 @@ def train_compact_generator(cfg: CompactTrainConfig) -> dict[str, Any]:
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
-    from ..io import write_json
+    from ..io import atomic_file, write_json
     from ..models.compact_generator import CompactGenerator, CompactGeneratorConfig, save_compact_generator
 
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise InputError(f"--steps/--batch-size: must be >= 1, got {cfg.steps}/{cfg.batch_size}")
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        from ..errors import OutputError
-
-        raise OutputError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from exc
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -357,16 +359,18 @@ def train_compact_generator(cfg: CompactTrainConfig) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise InputError(f"--model-config: {exc}") from exc
     model = CompactGenerator(model_cfg)
+    dataset = _build_dataset(cfg, model.size_multiple)  # checks the data before anything is written
+    out = Path(cfg.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from exc
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     ckpt_path, log_path = out / CHECKPOINT_NAME, out / LOG_NAME
     if cfg.resume and ckpt_path.is_file():
         start = _load_checkpoint(ckpt_path, model, optimizer)
     write_json(out / "train_config.json", asdict(cfg))
-
-    dataset = _build_dataset(cfg, model.size_multiple)
-    if len(dataset) < 1:
-        raise InputError(f"{cfg.data}: no training samples")
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -382,12 +386,14 @@ def train_compact_generator(cfg: CompactTrainConfig) -> dict[str, Any]:
 
     step, epoch = start, start // max(1, len(loader))
     t0 = time.time()
+    deadline = None if cfg.max_minutes is None else t0 + 60.0 * cfg.max_minutes
+    stop = False
     bar = tqdm(total=cfg.steps, initial=start, desc="train stage1 (compact)", unit="step", disable=not cfg.progress)
     with open(log_path, "a") as log:
-        while step < cfg.steps:
+        while step < cfg.steps and not stop:
             dataset.set_epoch(epoch)
             for batch in loader:
-                if step >= cfg.steps:
+                if step >= cfg.steps or stop:
                     break
                 model.train()
                 pred = model(batch["image"], batch["K"])
@@ -401,18 +407,17 @@ def train_compact_generator(cfg: CompactTrainConfig) -> dict[str, Any]:
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}")
-                if step % cfg.log_every == 0 or step == cfg.steps:
+                stop = deadline is not None and time.time() > deadline
+                if step % cfg.log_every == 0 or step == cfg.steps or stop:
                     rec = {"step": step, **parts, "lr": scheduler.get_last_lr()[0], "time_s": time.time() - t0}
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
                     _save_checkpoint(ckpt_path, accelerator.unwrap_model(model), optimizer, step, cfg)
             epoch += 1
     bar.close()
     final = accelerator.unwrap_model(model).eval()
     weights = out / WEIGHTS_NAME
-    from ..io import atomic_file
-
     with atomic_file(weights) as tmp:
         save_compact_generator(
             final, tmp, {"trained_steps": step, "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"}}

@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--freeze-backbone", action="store_true", help="DAv2: train DSFA + head only (not published)")
+    p.add_argument(
+        "--max-minutes", type=float, default=None, help="stop after this wall time (the cosine schedule follows it)"
+    )
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last if present")
     p.add_argument("--seed", type=int, default=0)
@@ -259,7 +262,7 @@ def dav2_step(model, batch: Stage2Batch, single_frame: bool):
     k_norm = torch.where(
         batch.metric[:, None], metric_to_normalized_K(batch.K, 0.0, 1.0, w) * batch.disp_span[:, None], batch.K
     )
-    depth = model(batch.ref, batch.stack, k_norm, single_frame=single_frame, normalized_input=False)
+    depth = model(batch.ref, batch.stack, k_norm, single_frame=single_frame)
     return silog_loss(depth, batch.depth), depth
 
 
@@ -328,7 +331,10 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     model, step_fn, lr, wd, size, multiple = _build(args)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing = True
+        if args.model == "compact":
+            model.gradient_checkpointing = True
+        else:
+            model.model.backbone.gradient_checkpointing_enable()
     scenes = load_manifest_scenes(args.data, args.split, size, args.max_frames, multiple, args.max_scenes)
     loader = torch.utils.data.DataLoader(
         _SceneSet(scenes, args.seed),
@@ -350,11 +356,18 @@ def run(args: argparse.Namespace) -> int:
         optimizer.load_state_dict(torch.load(out / "last" / "optimizer.pt", weights_only=True))
         start = json.loads((out / "last" / "state.json").read_text())["step"]
     base_lr = optimizer.param_groups[0]["lr"]
+    t_start = time.time()
+
+    def progress(s: int) -> float:
+        """Fraction of training done: by steps, or by wall time under --max-minutes."""
+        frac = s / max(1, args.steps)
+        if args.max_minutes:
+            frac = max(frac, (time.time() - t_start) / (60 * args.max_minutes))
+        return min(1.0, frac)
+
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, args.steps // 20))
-        * 0.5
-        * (1 + math.cos(math.pi * min(1.0, s / max(1, args.steps)))),
+        lambda s: min(1.0, (s + 1) / max(1, min(args.steps, 2000) // 20)) * 0.5 * (1 + math.cos(math.pi * progress(s))),
         last_epoch=start - 1 if start else -1,
     )
     if start:
@@ -365,9 +378,9 @@ def run(args: argparse.Namespace) -> int:
     log = (out / "loss.jsonl").open("a")
     step, t0 = start, time.time()
     bar = tqdm(total=args.steps, initial=start, desc=f"stage2 {args.model}", disable=not accelerator.is_main_process)
-    while step < args.steps:
+    while step < args.steps and progress(step) < 1.0:
         for batch in loader:
-            if step >= args.steps:
+            if step >= args.steps or progress(step) >= 1.0:
                 break
             with accelerator.autocast():
                 loss, _ = step_fn(accelerator.unwrap_model(model) if args.model == "compact" else model, batch, args.single_frame)
@@ -381,10 +394,11 @@ def run(args: argparse.Namespace) -> int:
             bar.set_postfix(loss=f"{loss.item():.4f}")
             log.write(json.dumps({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "time": time.time() - t0}) + "\n")
             log.flush()
-            if step % args.save_every == 0 or step == args.steps:
+            if step % args.save_every == 0:
                 _save(out, model, optimizer, step, accelerator)
     bar.close()
     log.close()
+    _save(out, model, optimizer, step, accelerator)
     if accelerator.is_main_process:
         path = _export(out, accelerator.unwrap_model(model), args)
         print(f"wrote {path}")

@@ -1,0 +1,230 @@
+"""Benchmark of the renderer backends: exact direct scatter vs numba CPU vs torch (CPU, or CUDA).
+
+    nice venv/bin/python bench/render.py                       # all sizes, r_max 8/16/32, writes a table
+    nice venv/bin/python bench/render.py --sizes 512 --rmax 8  # quick
+    venv/bin/python bench/render.py --device cuda              # adds the torch-CUDA column (needs a GPU)
+
+Scene (deterministic): a textured image and a signed-defocus field mixing a smooth random surface with
+sharp-edged foreground blobs, scaled so blur radii span 0 … r_max px (mean ≈ r_max/2); K = 2·r_max px·m,
+disp_focus = 1 m⁻¹, disp ∈ [0.5, 1.5] m⁻¹. Every configuration runs in a fresh subprocess (after a small
+warm-up render that loads numba's cache) so that its peak RSS above the post-import baseline is its own.
+
+Timings are wall-clock and process CPU time (the machine is shared: CPU-s / threads is the figure that
+estimates dedicated cores). Where the exact O(N·r²) baseline (or torch on CPU) would take minutes, it is
+measured on a centred crop and extrapolated by pixel count (marked "crop"); the PSNR of each fast backend
+against the exact one is computed on that same crop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+SIZES = {"512": (512, 512), "1024": (1024, 1024), "4k": (2160, 3840)}
+
+
+def make_scene(h: int, w: int, r_max: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(image (H, W, 3) float32, disp (H, W) float32 1/m, K px·m, disp_focus 1/m); radii span 0 … r_max."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    field = np.zeros((h, w))
+    for _ in range(6):  # smooth random surface
+        fx, fy, ph = rng.uniform(0.5, 4.0), rng.uniform(0.5, 4.0), rng.uniform(0, 2 * np.pi)
+        field += np.sin(2 * np.pi * (fx * xx / w + fy * yy / h) + ph)
+    field = field / np.abs(field).max()
+    for _ in range(8):  # sharp-edged blobs at random defocus (depth edges)
+        cx, cy, rad = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.05, 0.15) * min(h, w)
+        field[(xx - cx) ** 2 + (yy - cy) ** 2 < rad**2] = rng.uniform(-1, 1)
+    img = 0.5 + 0.25 * np.sin(xx[..., None] / rng.uniform(3, 9, 3) + yy[..., None] / rng.uniform(3, 9, 3))
+    img += 0.25 * rng.random((h, w, 3))
+    K = 2.0 * r_max
+    disp = 1.0 + field / 2.0
+    return np.clip(img, 0, 1).astype(np.float32), disp.astype(np.float32), K, 1.0
+
+
+def _crop(h: int, w: int, max_pixels: int) -> tuple[slice, slice]:
+    if h * w <= max_pixels:
+        return slice(0, h), slice(0, w)
+    s = math.sqrt(max_pixels / (h * w))
+    ch, cw = max(int(h * s), 64), max(int(w * s), 64)
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    return slice(y0, y0 + ch), slice(x0, x0 + cw)
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def worker(spec: dict) -> dict:
+    """Run one configuration (in its own process) and return timings, peak memory and the output file."""
+    import numba
+    import torch
+
+    from bokehdepth.render.api import render
+
+    torch.set_num_threads(spec["threads"])
+    numba.set_num_threads(min(spec["threads"], numba.config.NUMBA_NUM_THREADS))
+    h, w = SIZES[spec["size"]]
+    image, disp, K, focus = make_scene(h, w, spec["rmax"])
+    ys, xs = _crop(h, w, spec["max_pixels"])
+    image, disp = np.ascontiguousarray(image[ys, xs]), np.ascontiguousarray(disp[ys, xs])
+    backend, device = spec["backend"], spec["device"]
+    small_i, small_d = image[:32, :32].copy(), disp[:32, :32].copy()
+    if device == "cuda":
+        image, disp = torch.from_numpy(image).cuda(), torch.from_numpy(disp).cuda()
+        small_i, small_d = torch.from_numpy(small_i).cuda(), torch.from_numpy(small_d).cuda()
+    render(small_i, small_d, K, focus, backend=backend, occlusion=spec["occlusion"])  # warm-up / cache load
+    base = _rss_mb()
+    best_wall, best_cpu = math.inf, math.inf
+    for _ in range(spec["repeats"]):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = render(image, disp, K, focus, backend=backend, occlusion=spec["occlusion"])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best_wall = min(best_wall, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - c0)
+    np.save(spec["out"], out)
+    return {
+        "wall_s": best_wall,
+        "cpu_s": best_cpu,
+        "peak_mb": _rss_mb() - base,
+        "pixels": int(out.shape[0] * out.shape[1]),
+        "crop": [out.shape[0], out.shape[1]],
+    }
+
+
+def _run(spec: dict) -> dict:
+    cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"worker failed: {res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--rmax", nargs="+", type=float, default=[8.0, 16.0, 32.0])
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda adds a torch-CUDA column")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for numba and torch")
+    p.add_argument("--exact-pixels", type=int, default=128 * 128, help="crop the exact baseline to this many px")
+    p.add_argument("--torch-pixels", type=int, default=256 * 256, help="crop torch-CPU to this many px")
+    p.add_argument("--plain", action="store_true", help="occlusion off (plain scatter-and-normalise)")
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--json", default=None, help="also write all results to this JSON file")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    from tqdm import tqdm
+
+    tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"bench_render_{os.getpid()}")
+    os.makedirs(tmp, exist_ok=True)
+    columns = [("exact", "cpu", args.exact_pixels), ("cpu", "cpu", 1 << 40), ("torch", "cpu", args.torch_pixels)]
+    cuda_note = None
+    if args.device == "cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            columns.append(("torch", "cuda", 1 << 40))
+        else:
+            cuda_note = "CUDA: not measured: no GPU lent (torch.cuda.is_available() is False)"
+    jobs = [(s, r) for s in args.sizes for r in args.rmax]
+    rows = []
+    for size, rmax in tqdm(jobs, desc="bench render", unit="config"):
+        results = {}
+        for backend, device, max_px in columns:
+            spec = {
+                "size": size,
+                "rmax": rmax,
+                "backend": backend,
+                "device": device,
+                "occlusion": not args.plain,
+                "threads": args.threads,
+                "repeats": args.repeats,
+                "max_pixels": max_px,
+                "out": os.path.join(tmp, f"{size}_{rmax}_{backend}_{device}.npy"),
+            }
+            results[(backend, device)] = res = _run(spec)
+            res["out"] = spec["out"]
+        # PSNR of each fast backend against exact, on the exact backend's crop
+        exact = results[("exact", "cpu")]
+        ex_img = np.load(exact["out"])
+        h, w = SIZES[size]
+        full = h * w
+        line = {"size": f"{w}x{h}", "rmax": rmax, "occlusion": not args.plain}
+        for (backend, device), res in results.items():
+            key = f"{backend}-{device}" if backend == "torch" else backend
+            scale = full / res["pixels"]
+            line[f"{key}_wall_s"] = res["wall_s"] * scale
+            line[f"{key}_cpu_s"] = res["cpu_s"] * scale
+            line[f"{key}_peak_mb"] = res["peak_mb"]
+            line[f"{key}_crop"] = res["pixels"] < full
+            if backend != "exact":
+                if res["pixels"] > exact["pixels"]:  # render exact's centred crop on its own, for the PSNR
+                    crop_spec = {**spec, "backend": backend, "device": device, "max_pixels": args.exact_pixels}
+                    crop_spec.update(repeats=1, out=os.path.join(tmp, "crop.npy"))
+                    _run(crop_spec)
+                    img = np.load(crop_spec["out"])
+                else:
+                    img = np.load(res["out"])
+                line[f"{key}_psnr_db"] = _psnr(img, ex_img)
+        rows.append(line)
+    _print_table(rows, columns, args, cuda_note)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"rows": rows, "note": cuda_note, "machine": platform.platform()}, f, indent=2)
+    return 0
+
+
+def _fmt_s(v: float, crop: bool) -> str:
+    return f"{v:.3g}{'*' if crop else ''}"
+
+
+def _print_table(rows, columns, args, cuda_note) -> None:
+    keys = [f"{b}-{d}" if b == "torch" else b for b, d, _ in columns]
+    head = "| size | r_max | " + " | ".join(f"{k} wall s (CPU s)" for k in keys)
+    head += (
+        " | cpu speed-up vs exact (CPU s) | cpu PSNR vs exact dB | torch PSNR dB | peak MB (" + "/".join(keys) + ") |"
+    )
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for r in rows:
+        cells = [r["size"], f"{r['rmax']:g}"]
+        for k in keys:
+            cells.append(f"{_fmt_s(r[k + '_wall_s'], r[k + '_crop'])} ({_fmt_s(r[k + '_cpu_s'], r[k + '_crop'])})")
+        cells.append(f"{r['exact_cpu_s'] / r['cpu_cpu_s']:.1f}×")
+        cells.append(f"{r['cpu_psnr_db']:.1f}")
+        cells.append(f"{r['torch-cpu_psnr_db']:.1f}")
+        cells.append("/".join(f"{r[k + '_peak_mb']:.0f}" for k in keys))
+        print("| " + " | ".join(cells) + " |")
+    print(
+        f"\n`*` = measured on a centred crop ({args.exact_pixels} px for exact, {args.torch_pixels} px for torch-CPU) "
+        "and extrapolated by pixel count."
+    )
+    print(f"occlusion: {'off (plain)' if args.plain else 'on (depth slabs)'}; threads: {args.threads}")
+    if cuda_note:
+        print(cuda_note)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
