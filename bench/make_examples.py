@@ -12,7 +12,6 @@ with area averaging, the depth with nearest neighbour (no mixed depths at edges)
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda adds a torch-CUDA column")
     p.add_argument("--threads", type=int, default=2, help="CPU threads for numba and torch")
     p.add_argument("--exact-pixels", type=int, default=128 * 128, help="crop the exact baseline to this many px")
-    p.add_argument("--torch-pixels", type=int, default=256 * 256, help="crop torch-CPU to this many px")
+    p.add_argument("--torch-pixels", type=int, default=128 * 128, help="crop torch-CPU to this many px")
     p.add_argument("--plain", action="store_true", help="occlusion off (plain scatter-and-normalise)")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--json", default=None, help="also write all results to this JSON file")

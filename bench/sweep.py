@@ -12,7 +12,7 @@ of each channel and the normaliser per candidate radius, no shared forward trans
     nice venv/bin/python bench/sweep.py --out docs/sweep_bench        # full run (minutes)
     nice venv/bin/python bench/sweep.py --quick                        # smoke run
 
-Writes ``OUT/results.json`` and ``OUT/accuracy.png``.
+Writes ``OUT/results.json`` and ``OUT/accuracy_focus_{far,near}.png``.
 """
 
 from __future__ import annotations
@@ -44,15 +44,16 @@ def away_from_edges(depth: np.ndarray, margin: int) -> np.ndarray:
     return ~cv2.dilate(edge.astype(np.uint8), k).astype(bool)
 
 
-def make_stack(seed: int, size: int, n_frames: int, noise: float, max_blur: float = 16.0):
-    """A held-out scene rendered at n_frames calibrated K values, focused on its nearest surface; K_max is
-    chosen so the farthest surface blurs to ``max_blur`` px."""
+def make_stack(seed: int, size: int, n_frames: int, noise: float, focus: str = "far", max_blur: float = 16.0):
+    """A held-out scene rendered at n_frames calibrated K values (K_j = K_max·j/n), focused on its nearest
+    (``focus="near"``) or farthest (``"far"``) surface; K_max is chosen so the surface at the other end of
+    the disparity range blurs to ``max_blur`` px."""
     from bokehdepth.render.api import render_stack
     from bokehdepth.synth import make_scene
 
     scene = make_scene(seed, size)
     disp = (1.0 / scene.depth).astype(np.float32)
-    disp_focus = float(disp.max())
+    disp_focus = float(disp.max() if focus == "near" else disp.min())
     k_max = max_blur / float(disp.max() - disp.min())
     Ks = [k_max * (j + 1) / n_frames for j in range(n_frames)]
     stack = render_stack(scene.image, disp, Ks, disp_focus=disp_focus, gamma=2.2)
@@ -60,19 +61,24 @@ def make_stack(seed: int, size: int, n_frames: int, noise: float, max_blur: floa
         rng = np.random.default_rng(seed + 7)
         stack.frames = [np.clip(f + rng.normal(0, noise, f.shape), 0, 1).astype(np.float32) for f in stack.frames]
     stack.frames = [np.round(f * 255) / 255 for f in stack.frames]  # 8-bit PNG quantisation
-    stack.focus_side = "near"
+    stack.focus_side = focus
     return scene, stack
 
 
-def accuracy(seeds, size, frame_counts, noises, window):
+def absrel(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
+    """Mean |pred − gt|/gt over ``mask`` (NaN if empty)."""
+    return float(np.mean(np.abs(pred[mask] - gt[mask]) / gt[mask])) if mask.any() else float("nan")
+
+
+def accuracy(seeds, size, frame_counts, noises, window, focus):
     from tqdm.auto import tqdm
 
     from bokehdepth.sweep import sweep_stack
 
     rows = []
     jobs = [(n, s, sd) for n in frame_counts for s in noises for sd in seeds]
-    for n, noise, seed in tqdm(jobs, desc="accuracy"):
-        scene, stack = make_stack(seed, size, n, noise)
+    for n, noise, seed in tqdm(jobs, desc=f"accuracy (focus {focus})"):
+        scene, stack = make_stack(seed, size, n, noise, focus)
         res = sweep_stack(stack, window=window, max_radius=20.0)
         gt = scene.depth
         border = np.zeros(gt.shape, bool)
@@ -81,18 +87,15 @@ def accuracy(seeds, size, frame_counts, noises, window):
         far = tex & away_from_edges(gt, window // 2 + 2)
         ok = np.isfinite(res.depth)
 
-        def absrel(mask):
-            m = mask & ok
-            return float(np.mean(np.abs(res.depth[m] - gt[m]) / gt[m])) if m.any() else float("nan")
-
         rows.append(
             {
+                "focus": focus,
                 "frames": n,
                 "noise": noise,
                 "seed": seed,
-                "absrel_textured": absrel(tex),
-                "absrel_textured_away_from_edges": absrel(far),
-                "absrel_all": absrel(border),
+                "absrel_textured": absrel(res.depth, gt, tex & ok),
+                "absrel_textured_away_from_edges": absrel(res.depth, gt, far & ok),
+                "absrel_all": absrel(res.depth, gt, border & ok),
                 "textured_fraction": float(tex.mean()),
                 "valid_fraction": float(ok[border].mean()),
             }
@@ -150,7 +153,7 @@ def runtime(size: int, repeats: int, window: int, device: str):
     return out
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, focus: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +172,7 @@ def plot(rows, path: Path) -> None:
         ax.axhline(3.0, color="grey", ls="--", lw=1, label="goal 3 %")
         ax.set_xlabel("blurred frames in the stack")
         ax.set_ylabel("AbsRel (%)")
-        ax.set_title(title)
+        ax.set_title(f"{title} (focus on the {focus} surface)", fontsize=9)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -187,6 +190,7 @@ def main() -> None:
     p.add_argument("--window", type=int, default=15)
     p.add_argument("--runtime-size", type=int, default=512)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--focus", nargs="+", choices=("near", "far"), default=["far", "near"])
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--quick", action="store_true", help="2 scenes, 2 frame counts, 1 noise level, 256² runtime")
     args = p.parse_args()
@@ -198,15 +202,18 @@ def main() -> None:
     t0 = time.time()
     rt = runtime(args.runtime_size, args.repeats, args.window, args.device)
     print(json.dumps(rt, indent=2))
-    rows = accuracy(seeds, args.size, args.frames, args.noise, args.window)
-    summary = {}
-    for n in args.frames:
-        for noise in args.noise:
-            sel = [r for r in rows if r["frames"] == n and r["noise"] == noise]
-            summary[f"frames={n},noise={noise:g}"] = {
-                k: float(np.nanmean([r[k] for r in sel]))
-                for k in ("absrel_textured", "absrel_textured_away_from_edges", "absrel_all", "valid_fraction")
-            }
+    rows, summary = [], {}
+    for focus in args.focus:
+        frows = accuracy(seeds, args.size, args.frames, args.noise, args.window, focus)
+        rows += frows
+        plot(frows, out / f"accuracy_focus_{focus}.png", focus)
+        for n in args.frames:
+            for noise in args.noise:
+                sel = [r for r in frows if r["frames"] == n and r["noise"] == noise]
+                summary[f"focus={focus},frames={n},noise={noise:g}"] = {
+                    k: float(np.nanmean([r[k] for r in sel]))
+                    for k in ("absrel_textured", "absrel_textured_away_from_edges", "absrel_all", "valid_fraction")
+                }
     result = {
         "machine": f"{platform.machine()} {platform.system()}, {__import__('os').cpu_count()} cores",
         "args": vars(args),
@@ -216,7 +223,6 @@ def main() -> None:
         "seconds": time.time() - t0,
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(rows, out / "accuracy.png")
     for k, v in summary.items():
         print(k, {kk: round(vv, 4) for kk, vv in v.items()})
 

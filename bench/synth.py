@@ -7,6 +7,8 @@ Measures, in one run:
 
     nice venv/bin/python bench/synth.py [--scenes 12] [--size 256] [--workers 1 2] [--json docs/synth_bench.json]
 
+Wall-clock figures depend on what else runs on the machine (the load average at the end is recorded); the CPU
+seconds per scene (``time.process_time`` of the single-process split) do much less.
 Worker processes are spawned fresh, so their time includes importing numpy/cv2/numba and loading the cached
 renderer kernels (≈ 1–3 s each): the figure is what a user sees for a dataset of this size.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -41,16 +44,18 @@ def main() -> None:
     try:
         generate_dataset(tmp / "warm", 1, size=args.size, seed=999, progress=False, backend=args.backend)
         # split of one scene's cost (single process, warm)
-        t_scene, t_render = [], []
+        t_scene, t_render, c_scene, c_render = [], [], [], []
         for seed in range(4):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sc = make_scene(10_000 + seed, args.size)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             focus, side, _ = choose_focus(sc.depth, np.random.default_rng(seed))
             render_scene_stack(sc.image, sc.depth, Ks, focus, focus_side=side, backend=args.backend)
-            t2 = time.perf_counter()
+            t2, c2 = time.perf_counter(), time.process_time()
             t_scene.append(t1 - t0)
             t_render.append(t2 - t1)
+            c_scene.append(c1 - c0)
+            c_render.append(c2 - c1)
         results = {}
         for w in args.workers:
             t0 = time.perf_counter()
@@ -69,8 +74,11 @@ def main() -> None:
         "Ks": Ks,
         "frames": len(Ks) + 1,
         "scenes": args.scenes,
+        "loadavg_1min_at_end": os.getloadavg()[0],
         "make_scene_s": float(np.median(t_scene)),
         "render_stack_s": float(np.median(t_render)),
+        "make_scene_cpu_s": float(np.median(c_scene)),
+        "render_stack_cpu_s": float(np.median(c_render)),
         "workers": {str(w): {**r, "speedup_vs_first": r["scenes_per_s"] / base} for w, r in results.items()},
     }
     print(

@@ -227,3 +227,20 @@ def _single_thread():
 
 
 torch_single_thread = _single_thread()
+
+
+def tiny_dataset() -> Path:
+    """A 3-scene 32-px synthetic dataset (``bokehdepth.synth``), made once per test process; its manifest path."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if ("dataset", 0) not in _DIRS:
+        from bokehdepth.synth import generate_dataset
+
+        root = Path(tempfile.mkdtemp(prefix="tiny-ds-"))
+        atexit.register(shutil.rmtree, root, True)
+        _DIRS[("dataset", 0)] = generate_dataset(
+            root / "ds", 3, size=32, seed=0, progress=False, val_fraction=0.0, test_fraction=0.0
+        )
+    return _DIRS[("dataset", 0)]

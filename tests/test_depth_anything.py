@@ -189,3 +189,24 @@ def test_weights_check_cli_reports_keys(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "missing\tpretrained.patch_embed.proj.weight" in captured.out
     assert captured.err.startswith("error:") and "partial.safetensors" in captured.err
+
+
+def test_predictor_preprocessing_and_metric_K_conversion():
+    from bokehdepth.io import Stack
+
+    model = tiny()
+    pred = da.DAv2Predictor("dav2-dsfa-s", model, "w.pth")
+    rng = np.random.default_rng(0)
+    frames = [rng.random((24, 32, 3)).astype(np.float32) for _ in range(3)]
+    metric = Stack(frames=frames, K=[0.0, 2.0, 4.0], disp_focus=0.5)
+    res = pred.predict(None, metric)
+    assert res.depth.shape == (24, 32) and res.depth.dtype == np.float32
+    assert res.info["input_size"] == [518, 686]
+    conv = res.info["K_conversion"]
+    span = conv["disp_span_estimate"]
+    np.testing.assert_allclose(conv["K_normalized"], [2.0 * span * 512 / 32, 4.0 * span * 512 / 32], rtol=1e-6)
+    norm = Stack(frames=frames, K=[0.0, 10.0, 20.0], K_convention="normalized")
+    res_n = pred.predict(None, norm)
+    assert "K_conversion" not in res_n.info
+    single = pred.predict(None, norm, single_frame=True).depth
+    assert not np.allclose(single, res_n.depth)

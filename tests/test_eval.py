@@ -261,3 +261,35 @@ def test_cli_eval_data_backend(tmp_path, capsys, monkeypatch):
     assert data["abs_rel"] == pytest.approx(0.2, rel=1e-5) and data["n_images"] == 2
     assert data["settings"]["backend"] == "compact"
     assert (tmp_path / "plots" / "errors" / "000000.png").exists()
+
+
+def test_cli_eval_data_bad_folder(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import bokehdepth.pipelines.depth as depth_pipeline
+
+    m = make_tiny_dataset(tmp_path / "ds", n=2)
+    class Ones:
+        def predict(self, image, stack):
+            class R:
+                depth = np.ones(image.shape[:2], np.float32)
+
+            return R()
+
+    monkeypatch.setattr(depth_pipeline, "load_depth_predictor", lambda *a, **k: Ones())
+    shutil.rmtree(m.parent / "000001" / "stack")
+    rc = main(["eval", "--data", str(m.parent), "--backend", "compact", "--json", str(tmp_path / "m.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and "000001/stack" in err
+    assert not (tmp_path / "m.json").exists()
+    # an RGB-D folder whose depth does not match its image
+    rgbd = tmp_path / "flat"
+    (rgbd / "rgb").mkdir(parents=True)
+    (rgbd / "depth").mkdir()
+    from bokehdepth.io import write_image
+
+    write_image(rgbd / "rgb" / "a.png", np.zeros((8, 8, 3)))
+    np.save(rgbd / "depth" / "a.npy", np.ones((4, 4), np.float32))
+    rc = main(["eval", "--data", str(rgbd), "--backend", "compact"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error:") and "depth/a.npy" in err

@@ -114,7 +114,9 @@ def test_level_changes_output(transformer):
 @pytest.mark.parametrize("block", ["double", "single"])
 def test_single_bokeh_token_adds_to_v_projection(transformer, block):
     """softmax over one key is 1, so SDPA(Q, to_k(e), to_v(e)) = to_v(e) for every query (reference §5)."""
-    attn = transformer.transformer_blocks[0].attn if block == "double" else transformer.single_transformer_blocks[0].attn
+    attn = (
+        transformer.transformer_blocks[0].attn if block == "double" else transformer.single_transformer_blocks[0].attn
+    )
     adapter = random_adapter(transformer, "bokeh", seed=11)
     _zero_ups(adapter, ("to_q_adp", "to_k_adp"))
     index = 0 if block == "double" else 1

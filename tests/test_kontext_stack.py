@@ -93,7 +93,9 @@ def test_loads_from_local_folders(tmp_path, image):
     pipe = load_tiny_pipeline("kontext")
     adapter = random_adapter(pipe.transformer, "dof", seed=4)
     torch.save(adapter.state_dict(), tmp_path / "bokeh_lora.bin")
-    gen = KontextStackGenerator(weights=tmp_path, base=base, dtype="fp32", steps=1, size=(32, 32), max_sequence_length=8)
+    gen = KontextStackGenerator(
+        weights=tmp_path, base=base, dtype="fp32", steps=1, size=(32, 32), max_sequence_length=8
+    )
     stack = gen.generate(image, [5, 25])
     assert len(stack) == 3 and stack.size == image.shape[:2]
     assert gen.info["weights"].endswith("bokeh_lora.bin")

@@ -255,7 +255,7 @@ def test_folder_runs_only_this_process_share(tmp_path, monkeypatch):
     from bokehdepth.commands import run as run_cmd
 
     use_fakes(monkeypatch)
-    monkeypatch.setattr(run_cmd, "_process_slot", lambda: (1, 2, "cpu"))
+    monkeypatch.setattr(run_cmd, "_process_slot", lambda device=None: (1, 2, "cpu"))
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, name in enumerate(["p0.png", "p1.png", "p2.png", "p3.png", "p4.png"]):

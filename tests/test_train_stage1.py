@@ -122,3 +122,35 @@ def test_bad_training_settings_fail_with_exit_2(tmp_path, capsys, tiny_manifest,
 def test_missing_manifest_is_an_input_error(tmp_path, capsys):
     code = main(["train", "stage1", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")])
     assert code == 2 and capsys.readouterr().err.startswith("error:")
+
+
+def test_kontext_adapter_model_dispatches_with_its_own_defaults(tmp_path, capsys, monkeypatch):
+    import bokehdepth.train.stage1_adapter as adapter_mod
+    from bokehdepth.train.flux_common import FluxTrainConfig, config_from_namespace
+
+    seen = {}
+
+    def fake_train(args):
+        seen["cfg"] = config_from_namespace(args)
+        return {"step": 0, "weights": str(tmp_path / "bokeh_lora.bin")}
+
+    monkeypatch.setattr(adapter_mod, "train_kontext_adapter", fake_train)
+    argv = ["train", "stage1", "--model", "kontext-adapter", "--data", "d.jsonl", "--out", str(tmp_path / "o")]
+    assert main(argv + ["--rank", "4", "--steps", "3"]) == 0
+    cfg, defaults = seen["cfg"], FluxTrainConfig(data="", out="")
+    assert cfg.rank == 4 and cfg.steps == 3
+    # the compact generator's defaults must not leak into the adapter's run
+    assert (cfg.lr, cfg.batch_size, cfg.warmup) == (defaults.lr, defaults.batch_size, defaults.warmup)
+    assert "bokeh_lora.bin" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "model, flag",
+    [("kontext-adapter", ["--crop", "32"]), ("compact", ["--rank", "4"]), ("compact", ["--base", "x"])],
+)
+def test_flags_of_the_other_model_are_refused(tmp_path, capsys, model, flag):
+    argv = ["train", "stage1", "--model", model, "--data", "d.jsonl", "--out", str(tmp_path / "o"), *flag]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag[0]}") and model in err
+    assert not (tmp_path / "o").exists()

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers_unidepth import tiny_inputs, tiny_model
+from helpers_unidepth import one_thread, tiny_inputs, tiny_model
 
 from bokehdepth.errors import InputError
 from bokehdepth.io import Stack
 from bokehdepth.models.unidepth_geometry import rays_from_intrinsics
 from bokehdepth.models.unidepth_predictor import UniDepthPredictor
+
+_single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +145,9 @@ def test_predict_matches_manual_pipeline(predictor, model):
     x = torch.from_numpy(image).permute(2, 0, 1)[None]
     x = torch.nn.functional.pad(x, (0, 0, 10, 10))
     x = torch.nn.functional.interpolate(x, size=geom.network_hw, mode="bilinear", align_corners=False)
-    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
     f = geom.factor
     K = torch.tensor([[[70.0 * f, 0, 50.0 * f], [0, 70.0 * f, 20.0 * f], [0, 0, 1]]])
     with torch.no_grad():

@@ -74,25 +74,31 @@ def _kernel_fft(k: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def border_normaliser(kernel: np.ndarray, h: int, w: int) -> np.ndarray:
     """Weight of ``kernel`` (2R+1, 2R+1) that lands inside an (h, w) image around each pixel, float32 (h, w):
-    the zero-padded convolution of an all-ones image, computed exactly as ``A_y · kernel · A_xᵀ`` with the
-    0/1 matrices ``A[y, j] = [0 ≤ y + j − R < h]`` (1 in the interior)."""
+    the zero-padded convolution of an all-ones image (1 in the interior). The kernel offsets that stay
+    inside the image form a rectangle of the kernel, so this is one rectangle sum per pixel from the
+    kernel's 2-D prefix sums (four gathers, no convolution)."""
     n = kernel.shape[0]
     R = n // 2
-    ay = ((np.arange(h)[:, None] + np.arange(n)[None, :] - R) >= 0) & (
-        (np.arange(h)[:, None] + np.arange(n)[None, :] - R) < h
-    )
-    ax = ((np.arange(w)[:, None] + np.arange(n)[None, :] - R) >= 0) & (
-        (np.arange(w)[:, None] + np.arange(n)[None, :] - R) < w
-    )
-    return (ay.astype(np.float64) @ kernel[::-1, ::-1] @ ax.T.astype(np.float64)).astype(np.float32)
+    P = np.zeros((n + 1, n + 1), dtype=np.float64)
+    P[1:, 1:] = np.cumsum(np.cumsum(kernel[::-1, ::-1], axis=0), axis=1)
+
+    def bounds(size: int) -> tuple[np.ndarray, np.ndarray]:
+        # offsets j (kernel index) with 0 <= p + j - R < size  →  j in [max(0, R - p), min(n, size + R - p))
+        p = np.arange(size)
+        return np.clip(R - p, 0, n), np.clip(size + R - p, 0, n)
+
+    y0, y1 = bounds(h)
+    x0, x1 = bounds(w)
+    rows = np.flatnonzero((y0 > 0) | (y1 < n))  # rows whose kernel is cut vertically (near top/bottom)
+    full = (P[n, x1] - P[0, x1] - P[n, x0] + P[0, x0]).astype(np.float32)  # every other row
+    out = np.broadcast_to(full, (h, w)).copy()
+    a, b = y0[rows][:, None], y1[rows][:, None]
+    out[rows] = P[b, x1[None, :]] - P[a, x1[None, :]] - P[b, x0[None, :]] + P[a, x0[None, :]]
+    return out
 
 
-def reblur_bank(image_lin: np.ndarray, radii: np.ndarray):
-    """Yield ``(k, blurred)`` for each candidate radius: ``image_lin`` (H, W, C) linear light re-blurred by the
-    soft disc of radius ``radii[k]`` px with border normalisation, float32 (H, W, C).
-
-    One forward FFT of the zero-padded image, then one product and one inverse FFT per radius (scipy.fft,
-    all cores); the border normaliser comes from :func:`border_normaliser`."""
+def _reblur_bank_cf(image_lin: np.ndarray, radii: np.ndarray):
+    """Channel-first core of :func:`reblur_bank`: yields ``(k, blurred (C, H, W) float32)``."""
     from scipy.fft import irfft2, rfft2
 
     image_lin = np.asarray(image_lin, dtype=np.float32)
@@ -105,9 +111,18 @@ def reblur_bank(image_lin: np.ndarray, radii: np.ndarray):
     for k, r in enumerate(radii):
         kernel = disc_kernel(float(r))
         out = irfft2(spec * _kernel_fft(kernel, shape)[None], s=shape, workers=-1)[:, :h, :w]
-        norm = np.maximum(border_normaliser(kernel, h, w), 1e-8)
-        blurred = np.moveaxis(out, 0, -1) / norm[..., None]
+        blurred = out / np.maximum(border_normaliser(kernel, h, w), 1e-8)[None]
         yield k, np.maximum(blurred, 0.0, out=blurred).astype(np.float32, copy=False)
+
+
+def reblur_bank(image_lin: np.ndarray, radii: np.ndarray):
+    """Yield ``(k, blurred)`` for each candidate radius: ``image_lin`` (H, W, C) linear light re-blurred by the
+    soft disc of radius ``radii[k]`` px with border normalisation, float32 (H, W, C).
+
+    One forward FFT of the zero-padded image, then one product and one inverse FFT per radius (scipy.fft,
+    all cores); the border normaliser comes from :func:`border_normaliser`."""
+    for k, blurred in _reblur_bank_cf(image_lin, radii):
+        yield k, np.moveaxis(blurred, 0, -1)
 
 
 def reblur(image_lin: np.ndarray, radius: float) -> np.ndarray:
@@ -210,12 +225,11 @@ def measure_blur(
     vol = np.empty((len(frames_lin), len(radii), h, w), dtype=np.float32) if keep_cost else None
     from .sweep_numba import sq_diff_sum
 
-    frames_lin = [np.ascontiguousarray(f, dtype=np.float32) for f in frames_lin]
+    frames_cf = [np.ascontiguousarray(np.moveaxis(f, -1, 0), dtype=np.float32) for f in frames_lin]
     sq = np.empty((h, w), dtype=np.float32)
-    bank = reblur_bank(reference_lin, radii)
+    bank = _reblur_bank_cf(reference_lin, radii)
     for k, blurred in tqdm(bank, total=len(radii), desc="sweep: disc bank", disable=not progress, leave=False):
-        blurred = np.ascontiguousarray(blurred)
-        for m, frame in enumerate(frames_lin):
+        for m, frame in enumerate(frames_cf):
             sq_diff_sum(blurred, frame, sq)
             cost = box_mean(sq, window)
             trackers[m].push(k, cost)

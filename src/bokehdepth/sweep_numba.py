@@ -1,4 +1,4 @@
-"""numba kernels of the sweep's inner loops (fused, parallel over rows; no allocation per call).
+"""numba kernels of the sweep's inner loops (fused loops, single-threaded: they are memory-bound, and the FFTs already use every core).
 
 Imported lazily by :mod:`bokehdepth.sweep_blur` and :mod:`bokehdepth.sweep_fill`; ``cache=True`` keeps the
 compiled code between runs.
@@ -7,25 +7,25 @@ compiled code between runs.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 __all__ = ["recursive_pass", "sq_diff_sum", "tracker_push"]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def sq_diff_sum(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """``out[y, x] = Σ_c (a[y, x, c] − b[y, x, c])²`` for float32 (H, W, C) images."""
-    h, w, c = a.shape
-    for y in prange(h):
+    """``out[y, x] = Σ_c (a[c, y, x] − b[c, y, x])²`` for float32 channel-first (C, H, W) images."""
+    c, h, w = a.shape
+    for y in range(h):
         for x in range(w):
-            s = 0.0
-            for ch in range(c):
-                d = a[y, x, ch] - b[y, x, ch]
-                s += d * d
-            out[y, x] = s
+            out[y, x] = 0.0
+        for ch in range(c):
+            for x in range(w):
+                d = a[ch, y, x] - b[ch, y, x]
+                out[y, x] += d * d
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def tracker_push(
     k: int,
     cost: np.ndarray,
@@ -39,7 +39,7 @@ def tracker_push(
     """One step of the streaming argmin over radii (see ``sweep_blur._MinTracker``), in place; ``prev`` is
     the cost at ``k − 1`` (ignored for k = 0) and is overwritten with ``cost``."""
     h, w = cost.shape
-    for y in prange(h):
+    for y in range(h):
         for x in range(w):
             c = cost[y, x]
             if k > 0 and kbest[y, x] == k - 1:
@@ -53,12 +53,12 @@ def tracker_push(
             prev[y, x] = c
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def recursive_pass(data: np.ndarray, weights: np.ndarray) -> None:
     """In place, per channel and row: causal then anti-causal first-order recursion along axis 2 of
     ``data`` (C, H, W) with feedback ``weights`` (H, W) (``weights[:, j]`` links column j − 1 → j)."""
     nc, h, w = data.shape
-    for idx in prange(nc * h):
+    for idx in range(nc * h):
         ch = idx // h
         y = idx % h
         for j in range(1, w):

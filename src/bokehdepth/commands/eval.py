@@ -43,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plots", metavar="DIR", help="write error histogram, pred-vs-gt scatter and error maps here")
     p.add_argument("--error-maps", type=int, default=8, help="per-image error maps in --plots (default 8)")
     p.add_argument("--save-pred", metavar="DIR", help="with --data: save predictions as <name>.npy here")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (shown on a terminal)")
     p.set_defaults(func=run)
 
 
@@ -108,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 save_pred=save,
                 rgbd_kwargs=rgbd,
-                progress=True,
+                progress=sys.stderr.isatty() and not args.no_progress,
                 **common,
             )
             result.settings.update(backend=args.backend, weights=args.weights, single_frame=args.single_frame)

@@ -47,9 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="steps that share the pivot's attention layout (18–24 of 30 recommended; 0 = off)",
     )
     p.add_argument("--seed", type=int, default=65578, help="seed of the CPU generator (default 65578, as published)")
-    p.add_argument(
-        "--steps", "--num_inference_steps", dest="steps", type=int, default=30, help="denoising steps (30)"
-    )
+    p.add_argument("--steps", "--num_inference_steps", dest="steps", type=int, default=30, help="denoising steps (30)")
     p.add_argument(
         "--guidance", "--guidance_scale", dest="guidance", type=float, default=3.0, help="distilled guidance (3.0)"
     )
@@ -63,8 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--height", type=int, default=512, help="output height in px, multiple of 16 (512)")
     p.add_argument("--width", type=int, default=512, help="output width in px, multiple of 16 (512)")
-    p.add_argument("--weights", default=None, help="adapter folder: config.json + model.safetensors (atfortes/BokehDiffusion)")
-    p.add_argument("--base", default=None, help="local FLUX.1-dev folder in diffusers layout (black-forest-labs/FLUX.1-dev)")
+    p.add_argument(
+        "--weights", default=None, help="adapter folder: config.json + model.safetensors (atfortes/BokehDiffusion)"
+    )
+    p.add_argument(
+        "--base", default=None, help="local FLUX.1-dev folder in diffusers layout (black-forest-labs/FLUX.1-dev)"
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 … (default cpu)")
     p.add_argument(
         "--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="auto: bf16 on CUDA, fp32 on CPU"

@@ -4,7 +4,8 @@ reference pipeline's output layout (see ``docs/run.md``).
 Single image: ``OUTPUT_ROOT/run_YYYYMMDD_HHMMSS/`` (local time, as the reference).
 Folder: ``OUTPUT_ROOT/<image stem>/`` per image (``<stem>_<ext>`` when two images share a stem), so a rerun
 finds and skips the finished ones (their ``pipeline_summary.json`` exists); ``accelerate launch -m
-bokehdepth.cli run DIR`` splits the image list across processes (image i goes to process i mod N).
+bokehdepth.cli run DIR`` (GPUs) or ``torchrun --nproc_per_node N -m bokehdepth.cli run DIR`` (CPU) splits the
+image list across processes (image i goes to process i mod N).
 
 The reference script's environment variables are the defaults of the matching flags: ``REF_IMAGE`` (IMAGE),
 ``K_VALUES`` (--K), ``OUTPUT_ROOT`` (--output-root), ``ADAPTER_CKPT`` (--stage1-weights), ``WEIGHTS_PATH``
@@ -96,11 +97,15 @@ def run_names(images: Sequence[Path]) -> dict[Path, str]:
     return {p: p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower()}" for p in images}
 
 
-def _process_slot() -> tuple[int, int, str]:
-    """(process index, number of processes, device) from accelerate (one process when not launched)."""
+def _process_slot(device: str | None = None) -> tuple[int, int, str]:
+    """(process index, number of processes, device) from accelerate: one process when not launched; under
+    ``accelerate launch`` / ``torchrun`` the launcher's rank and world size (on CPU-only machines accelerate
+    sees the processes only when asked for CPU, hence ``cpu=``)."""
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    cpu = (device or "").startswith("cpu") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
     return state.process_index, state.num_processes, str(state.device)
 
 
@@ -155,8 +160,8 @@ def _run_single(args: argparse.Namespace, image: Path, output_root: Path) -> int
     from ..io import read_image
     from ..pipelines.bokehdepth import BokehDepthPipeline, new_run_dir
 
-    device = args.device or "cpu"
-    if args.device is None:
+    device = args.device
+    if device is None:
         _, _, device = _process_slot()
     config = build_config(args, device)
     read_image(image)  # a bad file fails before the models load
@@ -176,7 +181,7 @@ def _run_folder(args: argparse.Namespace, folder: Path, output_root: Path) -> in
     images = list_images(folder)
     if not images:
         raise InputError(f"{folder}: no images (.png, .jpg, .tif, .webp, .bmp) in this folder")
-    index, count, device = _process_slot()
+    index, count, device = _process_slot(args.device)
     config = build_config(args, args.device or device)
     names = run_names(images)
     mine = shard(images, index, count)

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convention (per-image normalised disparity, focus on the foreground)",
     )
     p.add_argument("--preview", type=int, default=4, metavar="N", help="scenes in preview.png (0: none)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (shown on a terminal)")
     p.set_defaults(func=run)
 
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         K_convention=args.K_convention,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() and not args.no_progress,
     )
     if args.preview > 0:
         preview = write_preview(manifest, manifest.parent / "preview.png", n=args.preview)

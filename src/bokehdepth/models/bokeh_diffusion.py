@@ -130,7 +130,9 @@ def read_config(config_path: Path, transformer: nn.Module) -> FluxAdapterConfig:
         raise CheckpointError(f"{config_path}: expected a JSON object")
     unknown = sorted(set(raw) - set(_CONFIG_FIELDS) - _INERT_FIELDS)
     if unknown:
-        raise CheckpointError(f"{config_path}: unknown adapter config fields {unknown}; is this a Bokeh Diffusion folder?")
+        raise CheckpointError(
+            f"{config_path}: unknown adapter config fields {unknown}; is this a Bokeh Diffusion folder?"
+        )
     kwargs = {_CONFIG_FIELDS[k]: v for k, v in raw.items() if k in _CONFIG_FIELDS}
     kwargs.setdefault("attn_dim", transformer_attn_dim(transformer))
     names = block_names(transformer)

@@ -306,7 +306,17 @@ def load_weights(model: DepthAnythingDSFA, sd: dict, source) -> str:
     elif any(k.startswith("backbone.") for k in sd):
         layout, ours = "transformers", from_transformers_state_dict(sd)
     else:
+        from .checkpoints import compare_keys
+
         layout = "published-dsfa" if any(k.startswith("encoder_fusion.") for k in sd) else "dav2-original"
+        expected = {
+            k: tuple(v.shape)
+            for k, v in to_published_state_dict(model).items()
+            if layout == "published-dsfa" or not k.startswith("encoder_fusion.")
+        }
+        report = compare_keys(sd, expected)
+        if not report.ok:  # report in the checkpoint's own (published) names
+            raise CheckpointError(f"{source}: checkpoint does not match the model strictly: {report.summary()}")
         ours = from_published_state_dict(model, sd)
     if layout in ("transformers", "dav2-original") and not any(k.startswith("encoder_fusion.") for k in ours):
         model.set_dsfa_identity()

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, InputError
-from .dsfa import DSFAConfig
+from .dsfa import DividedSpaceFocusBlock, DSFAConfig
 from .unidepth_decoder import DecoderConfig, UniDepthDecoder
 from .unidepth_encoder import UniDepthEncoder, ViTConfig
 
@@ -166,7 +166,9 @@ def _add_backbone_prefix(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     """Upstream UniDepthV2 names (``pixel_encoder.<vit key>``) → ``pixel_encoder.backbone.<vit key>``."""
     out = {}
     for k, v in sd.items():
-        if k.startswith("pixel_encoder.") and not k.startswith(("pixel_encoder.backbone.", "pixel_encoder.fusion_blocks.")):
+        if k.startswith("pixel_encoder.") and not k.startswith(
+            ("pixel_encoder.backbone.", "pixel_encoder.fusion_blocks.")
+        ):
             k = "pixel_encoder.backbone." + k[len("pixel_encoder.") :]
         out[k] = v
     return out
@@ -236,18 +238,22 @@ def load_model(
     cfg = cfg or UniDepthConfig.full()
     path = resolve_weights(weights, get_backend("udv2-dsfa").published)
     raw = load_state_dict_file(path)
-    model = _build(cfg)
+    model = _build(cfg, "meta")  # no random init: every tensor comes from the checkpoint
     state = unwrap_state_dict(raw, list(model.state_dict()))
     del raw
     report = compare_keys(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     dsfa = "trained"
     if report.missing and all(_fusion_key(k) for k in report.missing) and not any(_fusion_key(k) for k in state):
-        # plain UniDepthV2 weights: every DSFA key absent → identity blocks, then the strict load
-        model = _build(replace(cfg, identity_init=True))
-        state.update({k: v for k, v in model.state_dict().items() if _fusion_key(k)})
+        # plain UniDepthV2 weights: every DSFA key absent → identity blocks (zero gates and FiLM)
+        cfg = replace(cfg, identity_init=True)
+        block = DividedSpaceFocusBlock(cfg.dsfa()).state_dict()
+        for i in sorted(set(cfg.fusion_layers)):
+            state.update({f"pixel_encoder.fusion_blocks.{i}.{k}": v for k, v in block.items()})
+        model = _build(cfg, "meta")
         dsfa = "identity"
+    model = model.to_empty(device=device)
     load_strict(model, state, path)
-    return model.to(device).eval(), {"weights": str(path), "dsfa": dsfa}
+    return model.eval(), {"weights": str(path), "dsfa": dsfa}
 
 
 def load_predictor(

@@ -261,9 +261,7 @@ class DepthHead(nn.Module):
         x = F.interpolate(lr(x), size=size, mode="bilinear", align_corners=True)
         return hr(x)
 
-    def forward(
-        self, features: Sequence[torch.Tensor], rays: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: Sequence[torch.Tensor], rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features: per stage [B, h, w, C]; rays [B, 3, H, W] → (log-depth, log-confidence), each [B, 1, H, W]."""
         b, h, w, c = features[0].shape
         emb = ray_embedding(rays, (h, w), self.hidden_dim).to(features[0].dtype)

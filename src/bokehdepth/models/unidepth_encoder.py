@@ -200,7 +200,9 @@ class UniDepthEncoder(nn.Module):
             n = stack.shape[1]
             if stack.shape[0] != b or stack.shape[2:] != image.shape[1:]:
                 raise ValueError(f"stack {tuple(stack.shape)} does not match image {tuple(image.shape)}")
-            frames = torch.cat([image.unsqueeze(1), stack.to(image.dtype)], dim=1).reshape(b * (n + 1), *image.shape[1:])
+            frames = torch.cat([image.unsqueeze(1), stack.to(image.dtype)], dim=1).reshape(
+                b * (n + 1), *image.shape[1:]
+            )
             taps = self.backbone(frames)
             blocks = {int(k): blk for k, blk in self.fusion_blocks.items()}
             taps = fuse_frame_features(taps, blocks, n + 1, k_stack, num_prefix_tokens=1)

@@ -124,7 +124,6 @@ class KontextStackGenerator:
 
         resolve_weights(weights, PUBLISHED)  # fail fast, before the (large) base model loads
         base_dir = check_base_folder(base, BASE_REPO)
-        import torch
         from diffusers import FluxKontextPipeline
 
         torch_dtype = _resolve_dtype(dtype, device)

@@ -197,7 +197,11 @@ class BokehText2Image:
             embeds = adapter.embed(labels).to(dtype)
             null_embeds = adapter.embed([-1.0] * n).to(dtype)
             pe, pooled, text_ids = pipe.encode_prompt(
-                prompt=prompt, prompt_2=None, device=device, num_images_per_prompt=n, max_sequence_length=s.max_sequence_length
+                prompt=prompt,
+                prompt_2=None,
+                device=device,
+                num_images_per_prompt=n,
+                max_sequence_length=s.max_sequence_length,
             )
             do_cfg = s.true_cfg > 1.0
             if do_cfg:

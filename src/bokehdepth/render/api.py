@@ -183,13 +183,14 @@ def render(
     radius = np.abs(d)
     if radius.size == 0 or radius.max() <= TAIL:  # every pixel in focus: exact identity
         return np.clip(img, 0.0, 1.0).copy()
-    src = np.clip(img.astype(np.float64), 0.0, 1.0)
+    src = np.clip(img, 0.0, 1.0)
     if highlight:
-        src = _highlight_boost(src, radius)
+        src = _highlight_boost(src, radius).astype(np.float32)
     split = assign_layers(d, occlusion=occlusion, step=layer_step, max_layers=max_layers)
-    out, _ = _render_linear(src**gamma, radius, split, backend, device)
-    out = np.maximum(out, 0.0) ** (1.0 / gamma)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    # gamma encode/decode in float32 (the image's precision; numpy's float32 power is ~3x faster)
+    out, _ = _render_linear(src ** np.float32(gamma), radius, split, backend, device)
+    out = np.clip(out.astype(np.float32), 0.0, None) ** np.float32(1.0 / gamma)
+    return np.clip(out, 0.0, 1.0)
 
 
 def render_stack(

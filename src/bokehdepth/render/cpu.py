@@ -43,12 +43,14 @@ def _normalisers(radius: np.ndarray, step: float, table: np.ndarray) -> np.ndarr
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _bucket_sources(radius, norm, index, alpha, n_layers):
-    """Counting sort of the (source, slab) entries by (slab, row, descending reach).
+    """Counting sort of the (source, slab) entries by (slab, row, descending reach), parallel over rows
+    (every key holds its row, so rows never share a counter or an output slot).
 
     Returns ``offsets`` ((L·H + 1,) int64 start of each (slab, row) bucket), ``xs`` (int32 column),
-    ``reaches`` (int32 ⌊r + 0.5⌋), ``rs`` (float64 radius), ``vs`` (float64 α/S), and per slab the max reach and first/last occupied source rows.
+    ``reaches`` (int32 ⌊r + 0.5⌋), ``rs`` (float64 radius), ``vs`` (float64 α/S), and per slab the max reach
+    and first/last occupied source rows.
     """
     h, w = radius.shape
     rmax = 0
@@ -59,23 +61,24 @@ def _bucket_sources(radius, norm, index, alpha, n_layers):
                 rmax = rr
     nb = rmax + 1
     counts = np.zeros(n_layers * h * nb + 1, dtype=np.int64)
-    layer_reach = np.zeros(n_layers, dtype=np.int64)
-    layer_y0 = np.full(n_layers, h, dtype=np.int64)
-    layer_y1 = np.full(n_layers, -1, dtype=np.int64)
-    for y in range(h):
+    for y in prange(h):
         for x in range(w):
             rr = reach(radius[y, x])
             for j in range(2):
                 lay = index[y, x, j]
-                if lay < 0 or alpha[y, x, j] <= 0.0:
-                    continue
-                counts[(lay * h + y) * nb + (rmax - rr) + 1] += 1
-                if rr > layer_reach[lay]:
-                    layer_reach[lay] = rr
-                if y < layer_y0[lay]:
-                    layer_y0[lay] = y
-                if y > layer_y1[lay]:
-                    layer_y1[lay] = y
+                if lay >= 0 and alpha[y, x, j] > 0.0:
+                    counts[(lay * h + y) * nb + (rmax - rr) + 1] += 1
+    layer_reach = np.zeros(n_layers, dtype=np.int64)
+    layer_y0 = np.full(n_layers, h, dtype=np.int64)
+    layer_y1 = np.full(n_layers, -1, dtype=np.int64)
+    for lay in range(n_layers):
+        for y in range(h):
+            base = (lay * h + y) * nb + 1
+            for slot in range(nb):
+                if counts[base + slot] > 0:
+                    layer_reach[lay] = max(layer_reach[lay], rmax - slot)
+                    layer_y0[lay] = min(layer_y0[lay], y)
+                    layer_y1[lay] = max(layer_y1[lay], y)
     for i in range(1, counts.shape[0]):
         counts[i] += counts[i - 1]
     total = counts[-1]
@@ -84,7 +87,7 @@ def _bucket_sources(radius, norm, index, alpha, n_layers):
     rs = np.empty(total)
     vs = np.empty(total)
     fill = counts[:-1].copy()
-    for y in range(h):
+    for y in prange(h):
         for x in range(w):
             r = radius[y, x]
             rr = reach(r)
@@ -106,7 +109,7 @@ def _bucket_sources(radius, norm, index, alpha, n_layers):
     return offsets, xs, reaches, rs, vs, layer_reach, layer_y0, layer_y1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def _scatter_rows(lin, table, offsets, xs, reaches, rs, vs, layer_reach, layer_y0, layer_y1, n_chunks):
     """Row-owned scatter + front-to-back compositing. Returns (H, W, 3) linear colour and (H, W) coverage."""
     h, w = lin.shape[0], lin.shape[1]

@@ -160,3 +160,4 @@ def _disc_sum_grid(step: float, n: int) -> np.ndarray:
     for i in prange(n):
         out[i] = disc_sum(i * step)
     return out
+

@@ -12,7 +12,7 @@ Layout of ``out_dir``::
     000000/record.json      this scene's manifest record (written last: marks the scene as finished)
 
 Each scene folder is written atomically, so an interrupted run leaves only finished scenes; a rerun with the
-same arguments skips them. Scene ``i`` is drawn from ``SeedSequence([seed, i])`` alone, so the output is
+same arguments skips them, and a rerun with a larger ``n_scenes`` (other arguments equal) extends the dataset. Scene ``i`` is drawn from ``SeedSequence([seed, i])`` alone, so the output is
 byte-identical for the same arguments whatever ``workers`` is.
 """
 
@@ -143,6 +143,8 @@ def _load_finished(out_dir: Path, index: int) -> dict[str, Any] | None:
 
 
 def _check_config(out_dir: Path, cfg: DatasetConfig) -> None:
+    """Refuse a folder made with other arguments. ``n_scenes`` may differ: scene i does not depend on it, so a
+    rerun with a larger count extends the dataset (and a smaller one lists the first scenes)."""
     cfg_path = out_dir / "dataset.json"
     want = json.loads(json.dumps(asdict(cfg)))
     if cfg_path.exists():
@@ -150,11 +152,13 @@ def _check_config(out_dir: Path, cfg: DatasetConfig) -> None:
             have = json.loads(cfg_path.read_text())
         except ValueError:
             have = None
-        if have != want:
+        if not isinstance(have, dict) or {**have, "n_scenes": cfg.n_scenes} != want:
             raise InputError(
                 f"{cfg_path}: this folder holds a dataset made with other arguments; "
                 "choose a new output folder or rerun with the same arguments to resume"
             )
+        if have != want:
+            write_json(cfg_path, want)
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir}: folder is not empty and is not a synth dataset; choose a new output folder")
     else:

@@ -145,6 +145,12 @@ def _polygon_window(cam: _Camera, pts_uv: np.ndarray) -> _Camera | None:
     return cam.window(pts_uv[:, 0].min(), pts_uv[:, 0].max(), pts_uv[:, 1].min(), pts_uv[:, 1].max(), (cam.h, cam.w))
 
 
+def _child(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator for one texture: its number of draws (which may depend on the image size)
+    never shifts the scene's own stream, so a scene's layout does not depend on its resolution."""
+    return np.random.default_rng(int(rng.integers(0, 2**63 - 1)))
+
+
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
 
@@ -301,7 +307,7 @@ def _sample_texture(rng: np.random.Generator, surf: _Surface, fx: float, px_per_
     """Texture this surface: (kind, linear RGB (h, w, 3)) sampled at its metric coordinates."""
     import cv2
 
-    kind, tex = random_texture(rng, _TEX_SIZE, _TEX_SIZE)
+    kind, tex = random_texture(_child(rng), _TEX_SIZE, _TEX_SIZE)
     density = fx / (max(surf.z0, 1e-3) * px_per_texel)  # texels per metre
     off = rng.uniform(0, _TEX_SIZE, 2)
     mu = (surf.s * density + off[0]).astype(np.float32)
@@ -318,7 +324,7 @@ def _sky(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     bottom = srgb_to_linear(np.array([rng.uniform(0.7, 0.95), rng.uniform(0.75, 0.95), rng.uniform(0.85, 1.0)]))
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     grad = (1 - t) * top + t * bottom
-    clouds = pink_noise_texture(rng, h, w).mean(axis=2, keepdims=True)
+    clouds = pink_noise_texture(_child(rng), h, w).mean(axis=2, keepdims=True)
     return np.clip(grad * (0.85 + 0.3 * clouds * rng.uniform(0.0, 1.0)), 0.0, 1.0).astype(np.float32)
 
 

@@ -250,7 +250,11 @@ def train_flux_adapter(
     dataset = Stage1Dataset(cfg.data, size=cfg.size, K_range=cfg.K_range, split=cfg.split, seed=cfg.seed)
     records = {r["id"]: r for r in read_manifest(cfg.data, split=cfg.split, check_files=False)}
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=False, generator=torch.Generator().manual_seed(cfg.seed)
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     (out / "train_config.json").write_text(json.dumps({"kind": kind, **asdict(cfg)}, indent=2) + "\n")

@@ -93,6 +93,30 @@ class CompactTrainConfig:
 # ----------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------
+# flags both models share; their defaults differ per model, so the parser leaves them None
+_SHARED = ("steps", "batch_size", "lr", "warmup", "split", "seed", "log_every", "checkpoint_every")
+# flags of one model only: (dest, flag)
+_COMPACT_ONLY = (
+    ("crop", "--crop"),
+    ("bank_size", "--bank-size"),
+    ("bank_epochs", "--bank-epochs"),
+    ("grad_weight", "--grad-weight"),
+    ("threads", "--threads"),
+    ("num_workers", "--num-workers"),
+    ("model_config", "--model-config"),
+    ("max_minutes", "--max-minutes"),
+)
+_ADAPTER_ONLY = (
+    ("base", "--base"),
+    ("size", "--size"),
+    ("rank", "--rank"),
+    ("mixed_precision", "--mixed-precision"),
+    ("gradient_checkpointing", "--gradient-checkpointing"),
+    ("init_weights", "--init-weights"),
+    ("max_sequence_length", "--max-sequence-length"),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``bokehdepth train stage1`` (compact generator and, via ``--model``, the Kontext adapter)."""
     parser.add_argument(
@@ -104,72 +128,85 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="manifest.jsonl or dataset folder (bokehdepth synth)")
     parser.add_argument("--out", "-o", required=True, help="output folder (checkpoints, weights, loss log)")
     d = CompactTrainConfig(data="", out="")
-    parser.add_argument("--steps", type=int, default=d.steps, help=f"optimiser steps (default {d.steps})")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help=f"crops per step ({d.batch_size})")
-    parser.add_argument("--crop", type=int, default=d.crop, help=f"training crop in px, multiple of 16 ({d.crop})")
-    parser.add_argument("--bank-size", type=int, default=d.bank_size, help=f"bank render size px ({d.bank_size})")
+    parser.add_argument("--steps", type=int, default=None, help=f"optimiser steps (compact: {d.steps})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"samples per step (compact: {d.batch_size})")
+    parser.add_argument("--lr", type=float, default=None, help=f"peak learning rate (compact: {d.lr})")
+    parser.add_argument("--warmup", type=int, default=None, help=f"warm-up steps (compact: {d.warmup})")
+    parser.add_argument("--split", default=None, help="manifest split to train on (train), 'all' for every record")
+    parser.add_argument("--seed", type=int, default=None, help=f"seed (compact: {d.seed})")
+    parser.add_argument("--log-every", type=int, default=None, help=f"steps between loss-log lines ({d.log_every})")
     parser.add_argument(
+        "--checkpoint-every", type=int, default=None, help=f"steps between checkpoints (compact: {d.checkpoint_every})"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    c = parser.add_argument_group("--model compact")
+    c.add_argument("--crop", type=int, default=None, help=f"training crop in px, multiple of 16 ({d.crop})")
+    c.add_argument("--bank-size", type=int, default=None, help=f"bank render size in px ({d.bank_size})")
+    c.add_argument(
         "--bank-epochs",
         type=int,
-        default=d.bank_epochs,
+        default=None,
         help=f"passes rendered once into a bank; 0 renders every sample online ({d.bank_epochs})",
     )
-    parser.add_argument("--split", default=d.split, help="manifest split to train on, 'all' for every record")
-    parser.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate ({d.lr})")
-    parser.add_argument("--warmup", type=int, default=d.warmup, help=f"warm-up steps ({d.warmup})")
-    parser.add_argument("--grad-weight", type=float, default=d.grad_weight, help="weight of the gradient L1 term")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed ({d.seed})")
-    parser.add_argument("--log-every", type=int, default=d.log_every, help="steps between loss-log lines")
-    parser.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers for online rendering")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument(
+    c.add_argument("--grad-weight", type=float, default=None, help=f"weight of the gradient L1 term ({d.grad_weight})")
+    c.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    c.add_argument("--num-workers", type=int, default=None, help="DataLoader workers for online rendering (0)")
+    c.add_argument(
         "--model-config",
         default=None,
         help="JSON object of CompactGeneratorConfig overrides, e.g. '{\"base_channels\": 8}'",
     )
-    parser.add_argument(
+    c.add_argument(
         "--max-minutes",
         type=float,
         default=None,
         help="stop the loop after this many minutes (checkpoint and weights are written; resume with --resume)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    k = parser.add_argument_group("--model kontext-adapter (defaults: bokehdepth.train.flux_common.FluxTrainConfig)")
+    k.add_argument("--base", default=None, help="local FLUX.1-Kontext-dev folder (diffusers layout)")
+    k.add_argument("--size", type=int, default=None, help="training resolution in px (512)")
+    k.add_argument("--rank", type=int, default=None, help="LoRA rank (128)")
+    k.add_argument("--mixed-precision", default=None, choices=("no", "fp16", "bf16"), help="accelerate precision")
+    k.add_argument("--gradient-checkpointing", action="store_true", default=None, help="recompute activations")
+    k.add_argument("--init-weights", default=None, help="adapter weights to start from (bokeh_lora.bin layout)")
+    k.add_argument("--max-sequence-length", type=int, default=None, help="T5 tokens (512)")
+
+
+def _reject(args: argparse.Namespace, flags: tuple[tuple[str, str], ...], model: str) -> None:
+    for dest, flag in flags:
+        if getattr(args, dest, None) not in (None, False):
+            raise InputError(f"{flag}: not a flag of --model {model}; drop it")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.model == "kontext-adapter":
+        _reject(args, _COMPACT_ONLY, "kontext-adapter")
         return _run_kontext_adapter(args)
+    _reject(args, _ADAPTER_ONLY, "compact")
     try:
         overrides = json.loads(args.model_config) if args.model_config else {}
     except ValueError as exc:
         raise InputError(f"--model-config: not valid JSON ({exc}); pass e.g. '{{\"base_channels\": 8}}'") from exc
     if not isinstance(overrides, dict):
         raise InputError("--model-config: expected a JSON object of CompactGeneratorConfig fields")
+    given = {
+        name: getattr(args, name)
+        for name in (*_SHARED, "crop", "bank_size", "bank_epochs", "grad_weight", "threads", "num_workers")
+        if getattr(args, name) is not None
+    }
+    if given.get("split") == "all":
+        given["split"] = None
     cfg = CompactTrainConfig(
         data=args.data,
         out=args.out,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        bank_size=args.bank_size,
-        bank_epochs=args.bank_epochs,
-        split=None if args.split in (None, "all") else args.split,
-        lr=args.lr,
-        warmup=args.warmup,
-        grad_weight=args.grad_weight,
-        seed=args.seed,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
         resume=args.resume,
-        threads=args.threads,
-        num_workers=args.num_workers,
         device=args.device,
         model=overrides,
         progress=not args.no_progress,
         max_minutes=args.max_minutes,
+        **given,
     )
     result = train_compact_generator(cfg)
     print(f"trained {result['step']} steps; weights: {result['weights']}")
@@ -179,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
 def _run_kontext_adapter(args: argparse.Namespace) -> int:
     from .stage1_adapter import train_kontext_adapter
 
-    train_kontext_adapter(args)
+    result = train_kontext_adapter(args)
+    print(f"trained {result['step']} steps; adapter: {result['weights']}")
     return 0
 
 

@@ -57,7 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last if present")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
-    p.add_argument("--config", default=None, help="compact: JSON of CompactDepthConfig fields to override")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="JSON overrides: CompactDepthConfig fields (compact) or backbone config fields (DAv2, e.g. tiny test models)",
+    )
 
 
 @dataclass
@@ -262,7 +266,11 @@ def dav2_step(model, batch: Stage2Batch, single_frame: bool):
     k_norm = torch.where(
         batch.metric[:, None], metric_to_normalized_K(batch.K, 0.0, 1.0, w) * batch.disp_span[:, None], batch.K
     )
-    depth = model(batch.ref, batch.stack, k_norm, single_frame=single_frame)
+    from ..models.depth_anything import IMAGENET_MEAN, IMAGENET_STD
+
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.ref.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch.ref.device).view(3, 1, 1)
+    depth = model((batch.ref - mean) / std, (batch.stack - mean) / std, k_norm, single_frame=single_frame)
     return silog_loss(depth, batch.depth), depth
 
 
@@ -282,7 +290,7 @@ def _build(args):
         return model, compact_step, 1e-3, 0.05, args.size or model.cfg.image_size, model.cfg.patch_size
     from ..models.depth_anything import build_model, load_base_weights
 
-    model = build_model(args.model)
+    model = build_model(args.model, **(json.loads(args.config) if args.config else {}))
     if args.init:
         load_base_weights(model, args.init)
     if args.freeze_backbone:
@@ -367,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
 
     sched = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, min(args.steps, 2000) // 20)) * 0.5 * (1 + math.cos(math.pi * progress(s))),
+        lambda s: min(1.0, (s + 1) / max(1, min(args.steps, 400) // 20)) * 0.5 * (1 + math.cos(math.pi * progress(s))),
         last_epoch=start - 1 if start else -1,
     )
     if start:

@@ -1,0 +1,108 @@
+"""Compact ViT + DSFA depth model: shapes, gradients, identity DSFA, frame order, metric depth formula,
+save/load round trip with the config in the safetensors metadata, strict-load errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bokehdepth.errors import CheckpointError
+from bokehdepth.models.compact_depth import (
+    DEFAULT_WEIGHTS,
+    CompactDepthConfig,
+    CompactDepthModel,
+    load_compact_depth,
+    prepare_k,
+    save_compact_depth,
+)
+
+TINY = dict(image_size=32, patch_size=8, dim=32, depth=2, num_heads=2, taps=(0, 1), dsfa_taps=(1,), head_dim=16)
+
+
+def _model(**kw) -> CompactDepthModel:
+    torch.manual_seed(kw.pop("seed", 0))
+    return CompactDepthModel(CompactDepthConfig(**{**TINY, **kw})).eval()
+
+
+def _inputs(b=2, n=3, s=32):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(b, 3, s, s, generator=g), torch.rand(b, n, 3, s, s, generator=g), torch.rand(b, n, generator=g) * 3
+
+
+def test_forward_backward_shapes():
+    m = _model().train()
+    ref, st, k = _inputs()
+    out = m(ref, st, k)
+    assert out["offset"].shape == out["log_depth"].shape == (2, 32, 32)
+    (out["offset"].mean() + out["log_depth"].mean()).backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_identity_dsfa_equals_single_frame():
+    m = _model(identity_init=True)
+    ref, st, k = _inputs()
+    with torch.no_grad():
+        a, b = m(ref, st, k), m(ref, None, None)
+    torch.testing.assert_close(a["offset"], b["offset"])
+    m2 = _model()
+    with torch.no_grad():
+        assert not torch.allclose(m2(ref, st, k)["offset"], m2(ref, st, k, single_frame=True)["offset"])
+
+
+def test_frame_permutation_with_K():
+    m = _model()
+    ref, st, k = _inputs(b=1)
+    perm = torch.tensor([1, 2, 0])
+    with torch.no_grad():
+        torch.testing.assert_close(m(ref, st, k)["offset"], m(ref, st[:, perm], k[:, perm])["offset"], atol=1e-5, rtol=1e-5)
+
+
+def test_depth_from_outputs_formula():
+    m = _model()
+    off = torch.tensor([[[0.1, -0.2]], [[0.0, 0.0]]])
+    logd = torch.log(torch.tensor([[[2.0, 3.0]], [[4.0, 5.0]]]))
+    d = m.depth_from_outputs({"offset": off, "log_depth": logd}, torch.tensor([0.4, float("nan")]))
+    torch.testing.assert_close(d[0], 1 / (0.4 + off[0]))  # metric: 1/(disp_focus + Δ)
+    torch.testing.assert_close(d[1], logd[1].exp())  # unknown focus: monocular branch
+
+
+def test_prepare_k_conventions():
+    K = torch.tensor([[1.5, 3.0]])
+    torch.testing.assert_close(prepare_k(K, "metric", 256, 128, 1.0), K / 2)
+    torch.testing.assert_close(prepare_k(K, "normalized", 256, 128, 1.0), K * 128 / 512)
+
+
+def test_save_load_round_trip(tmp_path):
+    m = _model()
+    path = tmp_path / "w.safetensors"
+    save_compact_depth(m, path)
+    m2 = load_compact_depth(path)
+    assert m2.cfg == m.cfg
+    ref, st, k = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(m2(ref, st, k)["offset"], m(ref, st, k)["offset"])
+
+
+def test_strict_load_names_keys(tmp_path):
+    from safetensors.torch import save_file
+
+    m = _model()
+    sd = dict(m.state_dict())
+    sd.pop("out.weight")
+    sd["extra.bias"] = torch.zeros(2)
+    path = tmp_path / "broken.safetensors"
+    save_file(sd, str(path), metadata={"config": m.cfg.to_json()})
+    with pytest.raises(CheckpointError) as exc:
+        load_compact_depth(path)
+    assert "broken.safetensors" in str(exc.value) and "out.weight" in str(exc.value) and "extra.bias" in str(exc.value)
+
+
+def test_embedded_weights_are_small_and_load():
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("embedded compact_depth.safetensors not built yet (docs/stage2.md has the command)")
+    assert DEFAULT_WEIGHTS.stat().st_size <= 20 * 2**20
+    m = load_compact_depth()
+    assert 0.5e6 < sum(p.numel() for p in m.parameters()) < 10e6
+    out = m(torch.rand(1, 3, 64, 64), torch.rand(1, 2, 3, 64, 64), torch.tensor([[1.0, 2.0]]))
+    assert np.isfinite(out["offset"].detach().numpy()).all()

@@ -1,0 +1,73 @@
+"""``bokehdepth train stage2``: both presets run two steps on CPU, checkpoints resume, SILog matches its formula."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from bokehdepth.cli import main
+from bokehdepth.train.stage2 import silog_loss
+from helpers_stage2 import write_dataset
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TINY_COMPACT = json.dumps(
+    dict(image_size=32, patch_size=8, dim=32, depth=2, num_heads=2, taps=[0, 1], dsfa_taps=[1], head_dim=16)
+)
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("s2data"), 6, size=32)
+
+
+def test_silog_formula():
+    pred = torch.tensor([[[1.0, 2.0], [3.0, 0.0]]])
+    gt = torch.tensor([[[2.0, 2.0], [1.5, 0.0]]])  # last pixel invalid
+    d = [math.log(2), 0.0, math.log(0.5)]
+    m1, m2 = sum(d) / 3, sum(x * x for x in d) / 3
+    assert silog_loss(pred, gt).item() == pytest.approx(math.sqrt(m2 - 0.5 * m1**2), rel=1e-5)
+    assert silog_loss(gt.clamp(min=1e-2), gt).item() < 1e-3
+
+
+def test_compact_two_steps_resume_and_export(manifest, tmp_path):
+    from bokehdepth.models.compact_depth import load_compact_depth
+
+    out = tmp_path / "run"
+    args = ["train", "stage2", "--data", str(manifest), "-o", str(out), "--batch-size", "2", "--save-every", "1"]
+    args += ["--size", "32", "--config", TINY_COMPACT]
+    assert main([*args, "--steps", "2"]) == 0
+    log = [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and all(math.isfinite(r["loss"]) for r in log)
+    assert json.loads((out / "last" / "state.json").read_text())["step"] == 2
+    assert main([*args, "--steps", "3", "--resume"]) == 0
+    log = [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    m = load_compact_depth(out / "compact_depth.safetensors")
+    assert m.cfg.dim == 32
+
+
+def test_dav2_preset_two_steps_tiny(manifest, tmp_path):
+    tiny = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, out_indices=[1, 2, 3, 4],
+                neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, dsfa_heads=2, initializer_range=0.1)
+    out = tmp_path / "dav2"
+    args = ["train", "stage2", "--model", "dav2-dsfa-s", "--data", str(manifest), "-o", str(out), "--steps", "2"]
+    args += ["--batch-size", "2", "--size", "28", "--config", json.dumps(tiny), "--gradient-checkpointing"]
+    assert main(args) == 0
+    assert len((out / "loss.jsonl").read_text().splitlines()) == 2
+    from safetensors.torch import load_file
+
+    sd = load_file(str(out / "dav2-dsfa-s.safetensors"))
+    from bokehdepth.models.depth_anything import build_model, to_published_state_dict
+
+    assert set(sd) == set(to_published_state_dict(build_model("dav2-dsfa-s", **tiny)))  # published layout
+
+
+def test_missing_manifest_is_an_error(tmp_path, capsys):
+    assert main(["train", "stage2", "--data", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "none.jsonl" in err
