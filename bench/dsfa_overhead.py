@@ -35,8 +35,8 @@ def _time(fn, repeats: int, sync) -> float:
 def main() -> None:
     import torch
 
-    from bokehdepth.models.dsfa import fuse_frame_features
     from bokehdepth.models.depth_anything import build_model
+    from bokehdepth.models.dsfa import fuse_frame_features
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", default="s", choices=("s", "b", "l"))

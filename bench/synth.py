@@ -82,8 +82,9 @@ def main() -> None:
         "workers": {str(w): {**r, "speedup_vs_first": r["scenes_per_s"] / base} for w, r in results.items()},
     }
     print(
-        f"make_scene {out['make_scene_s']:.3f} s, render_scene_stack ({out['frames']} frames) "
-        f"{out['render_stack_s']:.3f} s per scene (median of 4)"
+        f"make_scene {out['make_scene_s']:.3f} s wall / {out['make_scene_cpu_s']:.3f} s CPU, render_scene_stack "
+        f"({out['frames']} frames) {out['render_stack_s']:.3f} s wall / {out['render_stack_cpu_s']:.3f} s CPU "
+        f"per scene (median of 4); load average {out['loadavg_1min_at_end']:.1f} on {os.cpu_count()} cores"
     )
     for w, r in out["workers"].items():
         print(

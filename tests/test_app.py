@@ -136,3 +136,13 @@ def _aperture_bracket(folder):
         write_image(path, render(img, 1 / depth, k_from_camera(200, n, 2.0, 36, 72), disp_focus=0.5))
         paths.append(path)
     return paths
+
+
+def test_app_command_bad_flags(tmp_path, capsys):
+    from bokehdepth.cli import main
+
+    assert main(["app", "--port", "70000"]) == 2
+    assert capsys.readouterr().err.startswith("error: --port")
+    assert main(["app", "--preload", str(tmp_path / "nope.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "nope.png" in err

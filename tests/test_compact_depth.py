@@ -27,7 +27,11 @@ def _model(**kw) -> CompactDepthModel:
 
 def _inputs(b=2, n=3, s=32):
     g = torch.Generator().manual_seed(0)
-    return torch.rand(b, 3, s, s, generator=g), torch.rand(b, n, 3, s, s, generator=g), torch.rand(b, n, generator=g) * 3
+    return (
+        torch.rand(b, 3, s, s, generator=g),
+        torch.rand(b, n, 3, s, s, generator=g),
+        torch.rand(b, n, generator=g) * 3,
+    )
 
 
 def test_forward_backward_shapes():
@@ -55,7 +59,9 @@ def test_frame_permutation_with_K():
     ref, st, k = _inputs(b=1)
     perm = torch.tensor([1, 2, 0])
     with torch.no_grad():
-        torch.testing.assert_close(m(ref, st, k)["offset"], m(ref, st[:, perm], k[:, perm])["offset"], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            m(ref, st, k)["offset"], m(ref, st[:, perm], k[:, perm])["offset"], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_depth_from_outputs_formula():

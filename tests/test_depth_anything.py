@@ -58,7 +58,11 @@ def test_weights_keys_cli_prints_reference(capsys):
 
 def _inputs(b=2, n=3, h=56, w=70):
     g = torch.Generator().manual_seed(1)
-    return torch.randn(b, 3, h, w, generator=g), torch.randn(b, n, 3, h, w, generator=g), torch.rand(b, n, generator=g) * 30
+    return (
+        torch.randn(b, 3, h, w, generator=g),
+        torch.randn(b, n, 3, h, w, generator=g),
+        torch.rand(b, n, generator=g) * 30,
+    )
 
 
 def test_forward_backward_tiny():

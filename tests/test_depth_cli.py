@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers_stage2 import make_scene
 
 from bokehdepth.cli import main
 from bokehdepth.io import Stack, write_image, write_stack
-from helpers_stage2 import make_scene
 
 
 @pytest.fixture

@@ -269,6 +269,7 @@ def test_cli_eval_data_bad_folder(tmp_path, capsys, monkeypatch):
     import bokehdepth.pipelines.depth as depth_pipeline
 
     m = make_tiny_dataset(tmp_path / "ds", n=2)
+
     class Ones:
         def predict(self, image, stack):
             class R:
@@ -293,3 +294,60 @@ def test_cli_eval_data_bad_folder(tmp_path, capsys, monkeypatch):
     rc = main(["eval", "--data", str(rgbd), "--backend", "compact"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("error:") and "depth/a.npy" in err
+
+
+def test_cli_eval_several_datasets_one_row_each(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import bokehdepth.pipelines.depth as depth_pipeline
+
+    m = make_tiny_dataset(tmp_path / "synthA", n=2)
+    shutil.copytree(m.parent, tmp_path / "synthB")
+    monkeypatch.setattr(depth_pipeline, "load_depth_predictor", lambda *a, **k: _ScaledTruth(m))
+    out = tmp_path / "m.json"
+    rc = main(
+        [
+            "eval",
+            "--data",
+            str(m.parent),
+            str(tmp_path / "synthB"),
+            "--backend",
+            "compact",
+            "--json",
+            str(out),
+            "--plots",
+            str(tmp_path / "plots"),
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| synth")]
+    assert len(rows) == 2
+    data = json.loads(out.read_text())["datasets"]
+    assert sorted(data) == ["synthA (synth)", "synthB (synth)"]
+    assert all(v["abs_rel"] == pytest.approx(0.2, rel=1e-5) for v in data.values())
+    assert (tmp_path / "plots" / "synthB" / "pred_vs_gt.png").exists()
+
+
+def test_rgbd_protocol_cap_clips_prediction(tmp_path):
+    import cv2
+
+    from bokehdepth.io import write_image
+
+    root = tmp_path / "nyu" / "kitchen"
+    root.mkdir(parents=True)
+    write_image(root / "rgb_00001.jpg", np.zeros((48, 64, 3)))
+    assert cv2.imwrite(str(root / "sync_depth_00001.png"), np.full((48, 64), 5000, np.uint16))  # 5 m
+
+    class Far:
+        def predict(self, image, stack):
+            assert stack is None
+
+            class R:
+                depth = np.full(image.shape[:2], 20.0, np.float32)
+
+            return R()
+
+    res = evaluate_predictor(Far(), tmp_path / "nyu")
+    # NYUv2 protocol: prediction clipped to 10 m → |10 − 5| / 5 = 1 (not 3), inside the Eigen crop only
+    assert res.mean["abs_rel"] == pytest.approx(1.0)
+    assert res.per_image["kitchen_rgb_00001"]["n_pixels"] == (47 - 4) * (60 - 4)

@@ -58,6 +58,13 @@ def test_processor_signature_names_the_adapter_kwargs():
     assert {"bokeh_embeds", "perform_swap", "batch_swap_ids"} <= set(params)
 
 
+def test_published_parameter_count():
+    from bokehdepth.models.flux_adapter import lora_param_count
+    from bokehdepth.models.kontext_adapter import kontext_adapter_config
+
+    assert lora_param_count(kontext_adapter_config(), 57) == 145_736_576  # keys/README.md
+
+
 def test_lora_init_is_zero_map_and_scale():
     lora = LoRALinear(12, 20, rank=4, alpha=8.0)
     assert torch.count_nonzero(lora.up.weight) == 0 and torch.count_nonzero(lora.down.weight) > 0
@@ -191,3 +198,24 @@ def test_block_subset_adapts_only_listed_blocks(transformer):
     keys = list(adapter.state_dict())
     assert not any(k.startswith("adapter_modules.0.") for k in keys)
     assert any(k.startswith("adapter_modules.1.to_v_bokeh") for k in keys)
+
+
+def test_gradient_checkpointing_gives_equal_outputs_and_grads():
+    tr = tiny_transformer(seed=2)
+    tr.requires_grad_(False)
+    adapter = random_adapter(tr, "bokeh", seed=17)
+    inp = _inputs(6)
+    results = []
+    with adapter.installed(tr):
+        for checkpointing in (False, True):
+            if checkpointing:
+                tr.enable_gradient_checkpointing()
+            adapter.zero_grad(set_to_none=True)
+            out = tr(**inp, joint_attention_kwargs=adapter.attention_kwargs(adapter.embed([0.3, 0.8])))[0]
+            out.square().mean().backward()
+            grads = [p.grad.clone() for p in adapter.parameters()]
+            results.append((out.detach(), grads))
+    (o1, g1), (o2, g2) = results
+    assert torch.allclose(o1, o2, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g1, g2))
+    assert any(a.abs().sum() > 0 for a in g1)  # the adapter receives gradients through the transformer

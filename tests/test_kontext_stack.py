@@ -108,3 +108,19 @@ def test_missing_weights_and_base_name_repo(tmp_path):
     with pytest.raises(MissingWeightsError) as err:
         KontextStackGenerator(weights=tmp_path, base=tmp_path / "nope")
     assert "black-forest-labs/FLUX.1-Kontext-dev" in str(err.value) and "hf download" in str(err.value)
+
+
+def test_stack_cli_kontext_backend_end_to_end(tmp_path, image, capsys):
+    from bokehdepth.cli import main
+    from bokehdepth.io import read_stack, write_image
+
+    pipe = load_tiny_pipeline("kontext")
+    torch.save(random_adapter(pipe.transformer, "dof", seed=5).state_dict(), tmp_path / "bokeh_lora.bin")
+    write_image(tmp_path / "in.png", image)
+    out = tmp_path / "stack"
+    args = ["stack", str(tmp_path / "in.png"), "--K", "8", "24", "--backend", "kontext", "--weights", str(tmp_path)]
+    args += ["--base", str(tiny_pipeline_dir("kontext")), "--steps", "1", "--dtype", "fp32", "--no-progress"]
+    assert main(args + ["-o", str(out)]) == 0, capsys.readouterr().err
+    stack = read_stack(out)
+    assert stack.K == [0.0, 8.0, 24.0] and stack.size == image.shape[:2]
+    assert stack.K_convention == "normalized" and stack.source == "generated"

@@ -72,3 +72,12 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(55, 10, 100) == pytest.approx(0.5)
     assert lr_factor(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_bad_manifest_fails_before_writing(tmp_path):
+    from bokehdepth.errors import InputError
+
+    out = tmp_path / "o"
+    with pytest.raises(InputError, match="manifest"):
+        train_kontext_adapter(_cfg(out, data=str(tmp_path / "nothing")))
+    assert not out.exists()

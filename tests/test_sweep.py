@@ -99,6 +99,22 @@ def test_measure_blur_subpixel():
     assert radius_grid(2.0).tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
 
 
+def test_torch_path_matches_numpy_path():
+    pytest.importorskip("torch")
+    from bokehdepth.sweep_torch import measure_blur_torch
+
+    img = texture(40, 48, seed=6) ** 2.2
+    frames = [reblur(img, r) for r in (1.8, 4.3)]
+    a = measure_blur(img, frames, max_radius=6, window=9)
+    b = measure_blur_torch(img, frames, max_radius=6, window=9, device="cpu")
+    np.testing.assert_allclose(a.radius, b.radius, atol=1e-3)
+    assert (a.valid == b.valid).all()
+    stack = plane_stack(4.0, size=(48, 48), focus_side="near")
+    np.testing.assert_allclose(
+        sweep_stack(stack, device="cpu").depth, sweep_stack(stack).depth, rtol=1e-3, atol=1e-3
+    )
+
+
 def test_measure_blur_flags_clipped_radius():
     img = texture(64, 64, seed=5) ** 2.2
     meas = measure_blur(img, [reblur(img, 9.0)], max_radius=4)

@@ -288,7 +288,11 @@ def test_public_api():
         bokehdepth.synth.__all__
     )
     assert set(bokehdepth.data.__all__) == {
-        "RGBDFolder", "Stage1Dataset", "Stage2Dataset", "read_manifest", "write_manifest"
+        "RGBDFolder",
+        "Stage1Dataset",
+        "Stage2Dataset",
+        "read_manifest",
+        "write_manifest",
     }
     for name in bokehdepth.data.__all__:
         assert getattr(bokehdepth.data, name) is not None

@@ -8,10 +8,10 @@ import os
 
 import pytest
 import torch
+from helpers_stage2 import write_dataset
 
 from bokehdepth.cli import main
-from bokehdepth.train.stage2 import silog_loss
-from helpers_stage2 import write_dataset
+from bokehdepth.train.stage2 import offset_loss, silog_loss
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -34,6 +34,15 @@ def test_silog_formula():
     assert silog_loss(gt.clamp(min=1e-2), gt).item() < 1e-3
 
 
+def test_offset_loss_is_relative_inverse_depth_l1():
+    gt = torch.tensor([[[1.0, 2.0], [4.0, 0.0]]])  # disparities 1, 0.5, 0.25; last pixel invalid
+    df = torch.tensor([0.5])
+    exact = torch.tensor([[[0.5, 0.0], [-0.25, 9.0]]])
+    assert offset_loss(exact, df, gt).item() == pytest.approx(0.0, abs=1e-7)
+    off = exact + 0.1
+    assert offset_loss(off, df, gt).item() == pytest.approx(0.1 / (1.75 / 3), rel=1e-5)
+
+
 def test_compact_two_steps_resume_and_export(manifest, tmp_path):
     from bokehdepth.models.compact_depth import load_compact_depth
 
@@ -52,8 +61,16 @@ def test_compact_two_steps_resume_and_export(manifest, tmp_path):
 
 
 def test_dav2_preset_two_steps_tiny(manifest, tmp_path):
-    tiny = dict(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, out_indices=[1, 2, 3, 4],
-                neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16, dsfa_heads=2, initializer_range=0.1)
+    tiny = dict(
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        out_indices=[1, 2, 3, 4],
+        neck_hidden_sizes=[8, 16, 32, 32],
+        fusion_hidden_size=16,
+        dsfa_heads=2,
+        initializer_range=0.1,
+    )
     out = tmp_path / "dav2"
     args = ["train", "stage2", "--model", "dav2-dsfa-s", "--data", str(manifest), "-o", str(out), "--steps", "2"]
     args += ["--batch-size", "2", "--size", "28", "--config", json.dumps(tiny), "--gradient-checkpointing"]

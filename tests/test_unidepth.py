@@ -183,3 +183,11 @@ def test_predict_stack_size_mismatch_is_input_error(predictor):
     image = _image(30, 50)
     with pytest.raises(InputError, match="--stack"):
         predictor.predict(image, _stack(_image(20, 20), [10.0], "normalized"))
+
+
+def test_predict_autocast_bfloat16_close_to_float32(model):
+    image = _image(30, 50)
+    fp32 = UniDepthPredictor(model).predict(image, None).depth
+    bf16 = UniDepthPredictor(model, dtype=torch.bfloat16).predict(image, None).depth
+    assert np.isfinite(bf16).all()
+    assert np.median(np.abs(bf16 - fp32) / fp32) < 0.05

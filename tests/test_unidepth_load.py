@@ -188,3 +188,9 @@ def test_load_predictor_tiny_end_to_end(tmp_path):
     res = pred.predict(np.full((28, 42, 3), 0.5, np.float32), None)
     assert res.depth.shape == (28, 42) and np.isfinite(res.depth).all()
     assert res.info["weights"] == str(path)
+
+
+def test_not_a_state_dict_names_the_file(tmp_path):
+    path = save_checkpoint(tmp_path / "list.pth", [torch.zeros(2)])
+    with pytest.raises(CheckpointError, match=r"list\.pth: checkpoint holds a list"):
+        load_model(path, UniDepthConfig.tiny())

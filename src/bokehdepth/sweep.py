@@ -68,6 +68,8 @@ class SweepConfig:
         disp_range: (disp_min, disp_max) in 1/m, only for ``K_convention == "normalized"`` stacks: turns the
             normalised offset into 1/m.
         focus_m: focus distance in m, overrides the stack's ``disp_focus``.
+        device: ``"numpy"`` (scipy.fft + numba, default) or a torch device (``"cuda"``, ``"cpu"``) for the
+            blur measurement (:mod:`bokehdepth.sweep_torch`).
         progress: show tqdm progress bars.
     """
 
@@ -83,6 +85,7 @@ class SweepConfig:
     residual_scale: float = 1.0
     disp_range: tuple[float, float] | None = None
     focus_m: float | None = None
+    device: str = "numpy"
     progress: bool = False
 
 
@@ -285,14 +288,13 @@ def sweep_stack(stack: Stack, config: SweepConfig | None = None, **overrides: An
     K_eff = np.sqrt(K[others] ** 2 - K[ref] ** 2)
     ref_lin = _linear(stack.frames[ref], stack.gamma)
     frames_lin = [_linear(stack.frames[i], stack.gamma) for i in others]
-    meas = measure_blur(
-        ref_lin,
-        frames_lin,
-        max_radius=config.max_radius,
-        step=config.step,
-        window=config.window,
-        progress=config.progress,
-    )
+    kw = dict(max_radius=config.max_radius, step=config.step, window=config.window, progress=config.progress)
+    if config.device == "numpy":
+        meas = measure_blur(ref_lin, frames_lin, **kw)
+    else:
+        from .sweep_torch import measure_blur_torch
+
+        meas = measure_blur_torch(ref_lin, frames_lin, device=config.device, **kw)
     t_measure = time.perf_counter() - t0
     raw, resid = regress_offset(K_eff, meas.radius, meas.valid.astype(np.float64))
     texture = texture_energy(stack.frames[ref], config.window)
@@ -325,6 +327,7 @@ def sweep_stack(stack: Stack, config: SweepConfig | None = None, **overrides: An
         "window": config.window,
         "max_radius": config.max_radius,
         "step": config.step,
+        "device": config.device,
         "fill": "domain-transform normalized convolution" if config.fill else None,
         "seconds_measure": t_measure,
         "seconds_total": time.perf_counter() - t0,

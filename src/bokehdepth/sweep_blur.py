@@ -131,10 +131,11 @@ def reblur(image_lin: np.ndarray, radius: float) -> np.ndarray:
 
 
 def box_mean(x: np.ndarray, window: int) -> np.ndarray:
-    """Mean over a ``window``×``window`` box (reflecting border), float32 (H, W)."""
+    """Mean over a ``window``×``window`` box (border reflected without repeating the edge pixel, as torch's
+    ``reflect`` padding), float32 (H, W)."""
     import cv2
 
-    return cv2.blur(np.asarray(x, dtype=np.float32), (window, window), borderType=cv2.BORDER_REFLECT)
+    return cv2.blur(np.asarray(x, dtype=np.float32), (window, window), borderType=cv2.BORDER_REFLECT_101)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pred", metavar="PRED_DIR", help="folder of predicted <name>.npy depth maps (metres)")
     p.add_argument("--gt", metavar="GT_DIR", help="folder of ground-truth <name>.npy depth maps (metres)")
-    p.add_argument("--data", metavar="DIR", help="synthetic dataset folder or RGB-D folder to run --backend on")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        metavar="DIR",
+        help="synthetic dataset folder(s) or RGB-D folder(s) to run --backend on (one table row each; with "
+        "several, --json holds {'datasets': {name: metrics}} and --plots/--save-pred get one subfolder each)",
+    )
     p.add_argument("--backend", help="depth backend for --data (compact, dav2-dsfa-s|b|l, udv2-dsfa)")
     p.add_argument("--weights", help="weights file or folder for --backend")
     p.add_argument("--device", default="cpu", help="device for --backend (default cpu)")
@@ -95,29 +102,38 @@ def run(args: argparse.Namespace) -> int:
     common = {"align": args.align, "min_depth": args.min_depth, "max_depth": args.max_depth, "space": args.align_space}
     with contextlib.ExitStack() as stack:
         plots = stack.enter_context(atomic_dir(args.plots)) if args.plots else None
-        common.update(plots_dir=plots, error_maps=args.error_maps if plots else 0)
+        common.update(error_maps=args.error_maps if plots else 0)
         if args.pred is not None:
-            result = evaluate_folders(args.pred, args.gt, **common)
+            results = [evaluate_folders(args.pred, args.gt, plots_dir=plots, **common)]
         else:
             predictor = _load_predictor(args)
             save = stack.enter_context(atomic_dir(args.save_pred)) if args.save_pred else None
             rgbd = {"layout": args.layout, "crop": args.crop, "depth_scale": args.depth_scale}
-            result = evaluate_predictor(
-                predictor,
-                args.data,
-                split=args.split,
-                limit=args.limit,
-                save_pred=save,
-                rgbd_kwargs=rgbd,
-                progress=sys.stderr.isatty() and not args.no_progress,
-                **common,
-            )
-            result.settings.update(backend=args.backend, weights=args.weights, single_frame=args.single_frame)
+            several = len(args.data) > 1
+            results = []
+            for data in args.data:
+                sub = Path(data).name if several else ""
+                result = evaluate_predictor(
+                    predictor,
+                    data,
+                    split=args.split,
+                    limit=args.limit,
+                    save_pred=None if save is None else save / sub,
+                    rgbd_kwargs=rgbd,
+                    progress=sys.stderr.isatty() and not args.no_progress,
+                    plots_dir=None if plots is None else plots / sub,
+                    **common,
+                )
+                result.settings.update(backend=args.backend, weights=args.weights, single_frame=args.single_frame)
+                results.append(result)
         if args.json:
-            write_json(args.json, result.to_json())
-    sys.stdout.write(format_table([result]) + "\n")
+            if len(results) == 1:
+                write_json(args.json, results[0].to_json())
+            else:
+                write_json(args.json, {"datasets": {r.name: r.to_json() for r in results}})
+    sys.stdout.write(format_table(results) + "\n")
     if args.json:
         sys.stdout.write(f"json\t{args.json}\n")
-    else:
-        sys.stdout.write(json.dumps({k: result.mean[k] for k in result.mean}) + "\n")
+    elif len(results) == 1:
+        sys.stdout.write(json.dumps(results[0].mean) + "\n")
     return 0

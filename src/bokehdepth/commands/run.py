@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--K",
         nargs="+",
         metavar="K",
-        help="blur strengths, normalized K in (0, 30] (px at 512-px width per unit of normalised disparity); "
-        "one generated frame each (env K_VALUES; default 10 20 30)",
+        help="blur strengths, normalized K > 0 (px at 512-px width per unit of normalised disparity; published "
+        "range 1-30, Stage-1 clamps into it); one generated frame each (env K_VALUES; default 10 20 30)",
     )
     p.add_argument(
         "--output-root", metavar="DIR", help=f"where run folders go (env OUTPUT_ROOT; default ./{DEFAULT_OUTPUT_ROOT})"

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--f-number", nargs="+", type=float, help="photos: f-number, one or per photo (EXIF FNumber)")
     p.add_argument("--sensor-mm", type=float, help="photos: sensor width in mm (else from FocalLengthIn35mmFilm)")
     p.add_argument("--max-width", type=int, default=1024, help="photos: working width cap in px (0 = full size)")
+    p.add_argument(
+        "--device", default="numpy", help="blur measurement: numpy (default; scipy.fft + numba) or a torch device (cuda)"
+    )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(func=run)
 
@@ -61,6 +64,7 @@ def _config(args: argparse.Namespace, focus_m: float | None):
         fill=not args.no_fill,
         disp_range=tuple(args.disp_range) if args.disp_range else None,
         focus_m=focus_m,
+        device=args.device,
         progress=args.progress,
     )
 

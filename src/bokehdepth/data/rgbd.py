@@ -31,16 +31,17 @@ import numpy as np
 from ..errors import InputError
 from ..io import IMAGE_SUFFIXES, read_depth, read_image
 
-__all__ = ["CROPS", "LAYOUTS", "RGBDFolder", "crop_mask", "detect_layout"]
+__all__ = ["CROPS", "LAYOUT_DEFAULTS", "LAYOUTS", "RGBDFolder", "crop_mask", "detect_layout"]
 
 LAYOUTS = ("auto", "nyuv2", "kitti", "eth3d", "flat")
 CROPS = ("none", "eigen", "garg")
-_DEFAULTS: dict[str, dict[str, Any]] = {
+LAYOUT_DEFAULTS: dict[str, dict[str, Any]] = {
     "nyuv2": {"depth_scale": 1000.0, "min_depth": 1e-3, "max_depth": 10.0, "crop": "eigen"},
     "kitti": {"depth_scale": 256.0, "min_depth": 1e-3, "max_depth": 80.0, "crop": "garg"},
     "eth3d": {"depth_scale": None, "min_depth": 1e-3, "max_depth": None, "crop": "none"},
     "flat": {"depth_scale": None, "min_depth": 1e-3, "max_depth": None, "crop": "none"},
 }
+"""Per layout: integer-PNG depth units per metre, valid depth range (m) and evaluation crop."""
 
 
 def crop_mask(shape: tuple[int, int], crop: str, layout: str) -> np.ndarray:
@@ -190,7 +191,7 @@ class RGBDFolder:
         if layout not in LAYOUTS:
             raise InputError(f"--layout: unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
         self.layout = detect_layout(self.root) if layout == "auto" else layout
-        d = _DEFAULTS[self.layout]
+        d = LAYOUT_DEFAULTS[self.layout]
         self.crop = crop if crop is not None else d["crop"]
         if self.crop not in CROPS:
             raise InputError(f"--crop: unknown crop {self.crop!r}; use none, eigen or garg")

@@ -213,9 +213,16 @@ def evaluate_predictor(
         limit: score only the first ``limit`` samples.
         save_pred: folder to save each prediction as ``<name>.npy`` (float32 metres).
         rgbd_kwargs: options for :class:`~bokehdepth.data.rgbd.RGBDFolder` (layout, crop, depth_scale …).
-        kwargs: go to :func:`evaluate_samples` (align, min_depth, max_depth, plots_dir, error_maps …).
+        kwargs: go to :func:`evaluate_samples` (align, min_depth, max_depth, plots_dir, error_maps …). For an
+            RGB-D folder without ``max_depth``, the layout's cap is used (NYUv2 10 m, KITTI 80 m), so the
+            prediction is clipped to it as the usual protocols do.
     """
     kind, items = iter_dataset(data, split=split, limit=limit, **(rgbd_kwargs or {}))
+    if kind != "synth" and kwargs.get("max_depth") is None:
+        # the RGB-D layout's protocol cap (NYUv2 10 m, KITTI 80 m) also clips the prediction
+        from ..data.rgbd import LAYOUT_DEFAULTS
+
+        kwargs["max_depth"] = LAYOUT_DEFAULTS[kind]["max_depth"]
 
     def samples() -> Iterator[EvalSample]:
         for name, image, stack, gt, mask in items:

@@ -10,6 +10,7 @@ Here ``config.json`` must hold only the known constructor fields and the weights
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -88,10 +89,16 @@ def published_keys(name: str = BACKEND) -> dict[str, tuple[int, ...]]:
     """key → shape of ``model.safetensors`` (460 keys), built on a meta-device FLUX.1-dev transformer."""
     if name != BACKEND:
         raise InputError(f"backend '{name}' is not provided by {__name__}")
+    return dict(_published_shapes())
+
+
+@functools.lru_cache(maxsize=1)
+def _published_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(key, shape) pairs, computed once per process (building the meta transformer takes ~0.3 s)."""
     transformer = build_meta_transformer()
     with torch.device("meta"):
         adapter = FluxBokehAdapter.for_transformer(transformer, bokeh_diffusion_config())
-    return shapes_of(adapter)
+    return tuple(shapes_of(adapter).items())
 
 
 def unwrap_checkpoint(name: str, raw: object) -> dict[str, torch.Tensor]:

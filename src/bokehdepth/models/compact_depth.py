@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dsfa import DSFAConfig, DividedSpaceFocusBlock, fuse_frame_features
+from .dsfa import DividedSpaceFocusBlock, DSFAConfig, fuse_frame_features
 
 __all__ = [
     "CompactDepthConfig",
@@ -159,7 +159,9 @@ class CompactDepthModel(nn.Module):
         n_up = int(round(math.log2(p / cfg.out_stride)))
         self.ups = nn.ModuleList(_conv(c if i == 0 else c // 2, c // 2) for i in range(n_up))
         self.skip = nn.Sequential(
-            nn.Conv2d(3, c // 2, cfg.out_stride, stride=cfg.out_stride), nn.GELU(), nn.Conv2d(c // 2, c // 2, 3, padding=1)
+            nn.Conv2d(3, c // 2, cfg.out_stride, stride=cfg.out_stride),
+            nn.GELU(),
+            nn.Conv2d(c // 2, c // 2, 3, padding=1),
         )
         self.out = nn.Conv2d(c // 2, 2, 3, padding=1)
         self.gradient_checkpointing = False
@@ -205,21 +207,17 @@ class CompactDepthModel(nn.Module):
                 feats.append(self.tap_norm(tok))
         blocks = {int(k): v for k, v in self.dsfa.items()}
         feats = fuse_frame_features(feats, blocks, nf, k_in, num_prefix_tokens=0, single_frame=nf == 1)
-        fused = sum(
-            proj(f.transpose(1, 2).reshape(b, self.cfg.dim, gh, gw)) for proj, f in zip(self.projects, feats)
-        )
+        fused = sum(proj(f.transpose(1, 2).reshape(b, self.cfg.dim, gh, gw)) for proj, f in zip(self.projects, feats))
         y = self.fuse(fused)
         skip = self.skip(ref)
-        for i, up in enumerate(self.ups):
+        for up in self.ups:
             y = up(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
             if y.shape[-2:] == skip.shape[-2:]:
                 y = y + skip
         out = F.interpolate(self.out(y), size=(h, w), mode="bilinear", align_corners=False)
         return {"offset": out[:, 0], "log_depth": out[:, 1] + 1.5}
 
-    def depth_from_outputs(
-        self, outputs: dict[str, torch.Tensor], disp_focus: torch.Tensor | None
-    ) -> torch.Tensor:
+    def depth_from_outputs(self, outputs: dict[str, torch.Tensor], disp_focus: torch.Tensor | None) -> torch.Tensor:
         """Metric depth [B, H, W] in metres: ``1/(disp_focus + Δ)`` where ``disp_focus`` [B] (1/m) is known
         (NaN entries mean unknown), else ``exp(log_depth)``."""
         mono = outputs["log_depth"].clamp(max=math.log(self.cfg.max_depth)).exp()
@@ -231,9 +229,7 @@ class CompactDepthModel(nn.Module):
         return torch.where(known, (1.0 / disp).clamp(max=self.cfg.max_depth), mono)
 
 
-def prepare_k(
-    K: torch.Tensor, convention: str, frame_width: float, work_width: float, k_unit: float
-) -> torch.Tensor:
+def prepare_k(K: torch.Tensor, convention: str, frame_width: float, work_width: float, k_unit: float) -> torch.Tensor:
     """DSFA K input from stack K values.
 
     Args:

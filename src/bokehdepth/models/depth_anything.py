@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, InputError
-from .dsfa import DSFAConfig, DividedSpaceFocusBlock, fuse_frame_features
+from .dsfa import DividedSpaceFocusBlock, DSFAConfig, fuse_frame_features
 
 __all__ = [
     "DAV2_VARIANTS",
@@ -59,9 +59,7 @@ def _variant(name: str) -> str:
     return v
 
 
-def make_config(
-    variant: str, kind: Literal["metric", "relative"] = "metric", max_depth: float = 80.0, **overrides
-):
+def make_config(variant: str, kind: Literal["metric", "relative"] = "metric", max_depth: float = 80.0, **overrides):
     """transformers ``DepthAnythingConfig`` of the real DAv2 S/B/L (``overrides`` go to the backbone config,
     e.g. ``num_hidden_layers`` for tiny test models)."""
     from transformers import DepthAnythingConfig, Dinov2Config
@@ -122,7 +120,9 @@ class DepthAnythingDSFA(nn.Module):
         from transformers import DepthAnythingForDepthEstimation
 
         self.model = DepthAnythingForDepthEstimation(config)
-        self.encoder_fusion = _EncoderFusion(config.backbone_config.hidden_size, fusion_layers, identity_init, dsfa_heads)
+        self.encoder_fusion = _EncoderFusion(
+            config.backbone_config.hidden_size, fusion_layers, identity_init, dsfa_heads
+        )
 
     def set_dsfa_identity(self) -> None:
         """Zero every DSFA gate and FiLM layer: the blocks become exact identities (for plain-DAv2 weights)."""
@@ -171,7 +171,9 @@ def build_model(
     """DAv2-DSFA for ``dav2-dsfa-s|b|l`` (random weights; DSFA with the published init unless
     ``identity_init``). ``overrides`` change the backbone config (tiny test models)."""
     dsfa_heads = overrides.pop("dsfa_heads", 8)
-    return DepthAnythingDSFA(make_config(name, kind, max_depth, **overrides), identity_init=identity_init, dsfa_heads=dsfa_heads)
+    return DepthAnythingDSFA(
+        make_config(name, kind, max_depth, **overrides), identity_init=identity_init, dsfa_heads=dsfa_heads
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -291,9 +293,7 @@ def unwrap_checkpoint(name: str, raw: object) -> dict:
     sd = raw.get("model", raw)
     if not isinstance(sd, dict):
         raise CheckpointError(f"{name}: checkpoint['model'] is a {type(sd).__name__}, expected a state dict")
-    return OrderedDict(
-        (k.removeprefix("module."), v) for k, v in sd.items() if isinstance(v, torch.Tensor)
-    )
+    return OrderedDict((k.removeprefix("module."), v) for k, v in sd.items() if isinstance(v, torch.Tensor))
 
 
 def load_weights(model: DepthAnythingDSFA, sd: dict, source) -> str:
@@ -380,7 +380,12 @@ class DAv2Predictor:
         size = dav2_input_size(h, w)
         ref = preprocess(inp.image[None], size).to(self.device)
         frames = preprocess(inp.frames, size)[None].to(self.device) if len(inp.frames) else None
-        info = {"backend": self.name, "weights": self.weights, "single_frame": bool(single_frame), "input_size": list(size)}
+        info = {
+            "backend": self.name,
+            "weights": self.weights,
+            "single_frame": bool(single_frame),
+            "input_size": list(size),
+        }
         single = single_frame or frames is None
         K = inp.K
         if not single and inp.convention == "metric":

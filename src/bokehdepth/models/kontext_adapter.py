@@ -14,6 +14,7 @@ message naming the fix.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -71,10 +72,16 @@ def published_keys(name: str = BACKEND) -> dict[str, tuple[int, ...]]:
     """key → shape of ``bokeh_lora.bin`` (460 keys), from the adapter built on a meta-device FLUX transformer."""
     if name != BACKEND:
         raise InputError(f"backend '{name}' is not provided by {__name__}")
+    return dict(_published_shapes())
+
+
+@functools.lru_cache(maxsize=1)
+def _published_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(key, shape) pairs, computed once per process (building the meta transformer takes ~0.3 s)."""
     transformer = build_meta_transformer()
     with torch.device("meta"):
         adapter = FluxBokehAdapter.for_transformer(transformer, kontext_adapter_config())
-    return shapes_of(adapter)
+    return tuple(shapes_of(adapter).items())
 
 
 def unwrap_checkpoint(name: str, raw: object) -> dict[str, torch.Tensor]:

@@ -239,7 +239,10 @@ def load_model(
     path = resolve_weights(weights, get_backend("udv2-dsfa").published)
     raw = load_state_dict_file(path)
     model = _build(cfg, "meta")  # no random init: every tensor comes from the checkpoint
-    state = unwrap_state_dict(raw, list(model.state_dict()))
+    try:
+        state = unwrap_state_dict(raw, list(model.state_dict()))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}; pass UDv2_dsfa_release.pth or a UniDepthV2 checkpoint") from exc
     del raw
     report = compare_keys(state, {k: tuple(v.shape) for k, v in model.state_dict().items()})
     dsfa = "trained"

@@ -182,14 +182,22 @@ class CameraHead(nn.Module):
         pos = self.latents_pos.expand(tokens.shape[0], -1, -1)
         x = self.project(tokens)
         x = self.aggregate2(self.aggregate1(x, pos_embed=pos), pos_embed=pos)
-        p = self.out_pinhole(x).squeeze(-1).float()  # [B, 4]
+        p = self.out_pinhole(x).squeeze(-1)  # [B, 4], fp16 under autocast
         diag = math.hypot(height, width)
-        K = torch.zeros(p.shape[0], 3, 3, device=p.device, dtype=p.dtype)
-        K[:, 0, 0] = torch.exp(p[:, 0]) * 0.7 * diag
-        K[:, 1, 1] = torch.exp(p[:, 1]) * 0.7 * diag
-        K[:, 0, 2] = torch.sigmoid(p[:, 2]) * width
-        K[:, 1, 2] = torch.sigmoid(p[:, 3]) * height
-        K[:, 2, 2] = 1.0
+        # the scale factors take p's dtype and the sigmoids run in it, as the reference does under autocast
+        scale = torch.tensor([0.7 * diag, 0.7 * diag, width, height], device=p.device, dtype=p.dtype).float()
+        unit = torch.stack(
+            [
+                torch.exp(p[:, 0].float()),
+                torch.exp(p[:, 1].float()),
+                torch.sigmoid(p[:, 2]).float(),
+                torch.sigmoid(p[:, 3]).float(),
+            ],
+            dim=1,
+        )
+        fx, fy, cx, cy = (unit * scale).unbind(1)
+        K = torch.zeros(p.shape[0], 3, 3, device=p.device, dtype=torch.float32)
+        K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = fx, fy, cx, cy, 1.0
         return K
 
 
@@ -264,7 +272,7 @@ class DepthHead(nn.Module):
     def forward(self, features: Sequence[torch.Tensor], rays: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features: per stage [B, h, w, C]; rays [B, 3, H, W] → (log-depth, log-confidence), each [B, 1, H, W]."""
         b, h, w, c = features[0].shape
-        emb = ray_embedding(rays, (h, w), self.hidden_dim).to(features[0].dtype)
+        emb = ray_embedding(rays, (h, w), self.hidden_dim)  # float32, as the reference (autocast casts in kv)
         cond = [prompt(f.reshape(b, h * w, c), emb) for prompt, f in zip(self.prompt_camera, features)]
         grids = [t.transpose(1, 2).reshape(b, c, h, w) for t in cond]
         latents = self.to_latents(cond[0]).transpose(1, 2).reshape(b, c, h, w)
@@ -319,11 +327,12 @@ class UniDepthDecoder(nn.Module):
         K_used = K_pred if intrinsics is None else intrinsics.to(K_pred.device, torch.float32)
         rays = rays_from_intrinsics(K_used, H, W)
         logdepth, logconf = self.depth_layer(feats, rays)
-        radius = torch.exp(logdepth.float().clamp(-8.0, 8.0) + 2.0)
+        # clip and +2 in the head's dtype (fp16 under autocast, like the reference), exp in float32
+        radius = torch.exp((logdepth.clamp(-8.0, 8.0) + 2.0).float())
         return {
             "depth": rays[:, 2:3] * radius,
             "radius": radius,
-            "confidence": torch.exp(logconf.float().clamp(-8.0, 8.0)),
+            "confidence": torch.exp(logconf.clamp(-8.0, 8.0).float()),
             "intrinsics": K_pred,
             "rays": rays,
         }

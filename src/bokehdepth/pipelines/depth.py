@@ -74,7 +74,9 @@ def split_stack(image: np.ndarray | None, stack: Stack | None) -> StackInputs:
     if stack is None:
         if image is None:
             raise InputError("depth: give an image, a stack, or both")
-        return StackInputs(np.asarray(image, np.float32), np.zeros((0, *image.shape), np.float32), np.zeros(0), "metric", None)
+        return StackInputs(
+            np.asarray(image, np.float32), np.zeros((0, *image.shape), np.float32), np.zeros(0), "metric", None
+        )
     ref = stack.frames[stack.reference] if image is None else image
     if ref.shape[:2] != stack.size:
         h, w = stack.size

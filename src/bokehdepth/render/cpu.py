@@ -109,7 +109,7 @@ def _bucket_sources(radius, norm, index, alpha, n_layers):
     return offsets, xs, reaches, rs, vs, layer_reach, layer_y0, layer_y1
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True)
 def _scatter_rows(lin, table, offsets, xs, reaches, rs, vs, layer_reach, layer_y0, layer_y1, n_chunks):
     """Row-owned scatter + front-to-back compositing. Returns (H, W, 3) linear colour and (H, W) coverage."""
     h, w = lin.shape[0], lin.shape[1]

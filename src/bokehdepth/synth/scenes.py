@@ -189,7 +189,7 @@ def _planar_surface(cam: _Camera, normal: np.ndarray, point: np.ndarray, mask: n
 
 def _shade(normal: np.ndarray, light: np.ndarray, ambient: float) -> np.ndarray | float:
     """Lambertian shading factor in [ambient, 1] for unit normal(s) (..., 3) facing the camera."""
-    cos = np.clip(-(normal @ light) if normal.ndim == 1 else -(normal @ light), 0.0, 1.0)
+    cos = np.clip(-(normal @ light), 0.0, 1.0)
     return ambient + (1.0 - ambient) * cos
 
 

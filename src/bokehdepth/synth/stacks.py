@@ -129,20 +129,22 @@ def published_focus(
     """
     depth = np.asarray(depth, dtype=np.float64)
     ok = np.isfinite(depth) & (depth > 0)
-    fg = ok & (mask.astype(bool) if mask is not None else False)
-    if fg.sum() == 0:
-        fg = ok & (disp_norm >= np.percentile(disp_norm[ok], 90)) if ok.any() else np.ones_like(ok)
-    fg = fg & (depth <= np.percentile(depth[fg], 96)) if ok[fg].any() else fg
+    if not ok.any():
+        return 0.5, disp_norm
+    fg = ok & mask.astype(bool) if mask is not None else np.zeros_like(ok)
+    if not fg.any():  # no foreground: the nearest 10 % of the valid pixels
+        fg = ok & (disp_norm >= np.percentile(disp_norm[ok], 90))
+    fg &= depth <= np.percentile(depth[fg], 96)
     d = disp_norm[fg].astype(np.float64)
     upper = d[d > np.median(d)]
     dn_focus = float(np.median(upper if upper.size else d))
     out = disp_norm
-    fg_depth = depth[fg & ok]
-    if fg_depth.size and fg_depth.max() - fg_depth.min() <= 10.0:
-        dn_focus = float(np.clip(np.clip(dn_focus, d.min(), d.max()), 0.0, 1.0))
+    fg_depth = depth[fg]
+    if fg_depth.max() - fg_depth.min() <= 10.0:
+        dn_focus = float(np.clip(dn_focus, d.min(), d.max()))
         if flatten:
             out = disp_norm.copy()
-            out[fg] = dn_focus
+            out[fg] = np.clip(dn_focus, 0.0, 1.0)
     return float(np.clip(dn_focus, 0.0, 1.0)), out
 
 

@@ -206,8 +206,9 @@ def train_flux_adapter(
     repo = "black-forest-labs/FLUX.1-Kontext-dev" if kind == "kontext" else "black-forest-labs/FLUX.1-dev"
     base = check_base_folder(cfg.base, repo)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
+    dataset = Stage1Dataset(cfg.data, size=cfg.size, K_range=cfg.K_range, split=cfg.split, seed=cfg.seed)
+    records = {r["id"]: r for r in read_manifest(cfg.data, split=cfg.split, check_files=False)}
 
     accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
     device = accelerator.device
@@ -247,8 +248,6 @@ def train_flux_adapter(
     if cfg.resume and ckpt_path.exists():
         step = _load_checkpoint(ckpt_path, adapter, optimizer)
 
-    dataset = Stage1Dataset(cfg.data, size=cfg.size, K_range=cfg.K_range, split=cfg.split, seed=cfg.seed)
-    records = {r["id"]: r for r in read_manifest(cfg.data, split=cfg.split, check_files=False)}
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=cfg.batch_size,
@@ -257,6 +256,7 @@ def train_flux_adapter(
         generator=torch.Generator().manual_seed(cfg.seed),
     )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps({"kind": kind, **asdict(cfg)}, indent=2) + "\n")
 
     scale, shift = pipe.vae.config.scaling_factor, pipe.vae.config.shift_factor

@@ -1,8 +1,8 @@
 """``bokehdepth train stage2``: train a Stage-2 depth model with DSFA (accelerate: one CPU, one GPU or many).
 
 - ``--model compact``: the embedded compact ViT + DSFA model (:mod:`bokehdepth.models.compact_depth`), from
-  scratch, on CPU. Loss: SILog on the defocus depth ``1/(disp_focus + Δ)`` plus SILog on the monocular
-  ``exp(log_depth)`` branch.
+  scratch, on CPU. Loss: SILog (published) on the monocular ``exp(log_depth)`` branch plus a relative L1 in
+  inverse depth on the defocus branch ``disp_focus + Δ`` (see :func:`offset_loss`).
 - ``--model dav2-dsfa-s|b|l``: Depth Anything V2 + DSFA as published (``train_dsfa.py``/``dsfa_train.json``):
   initialised from a DAv2 metric checkpoint (``--init``; DSFA blocks with the published init), nothing
   frozen, AdamW lr 5e-6 for all parameters, wd 0.01, SILog on depth in [0.001, 80] m, raw normalised K,
@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["Stage2Batch", "add_arguments", "run", "silog_loss", "prepare_scene", "load_manifest_scenes"]
+__all__ = ["Stage2Batch", "add_arguments", "offset_loss", "run", "silog_loss", "prepare_scene", "load_manifest_scenes"]
 
 _DAV2 = ("dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l")
 
@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, help="initial weights (DAv2 .pth/.safetensors; compact safetensors)")
     p.add_argument("--steps", type=int, default=2000, help="optimiser steps")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3 compact, 5e-6 DAv2)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 3e-4 compact, 5e-6 DAv2)")
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (0.05 compact, 0.01 DAv2)")
     p.add_argument("--size", type=int, default=None, help="training crop in px (default: 128 compact, 518 DAv2)")
     p.add_argument("--max-frames", type=int, default=3, help="non-reference stack frames per sample")
@@ -252,8 +252,23 @@ def compact_step(model, batch: Stage2Batch, single_frame: bool):
     has_focus = torch.isfinite(df)
     loss = silog_loss(mono, batch.depth)
     if has_focus.any():
-        loss = loss + silog_loss(depth[has_focus], batch.depth[has_focus])
+        loss = loss + offset_loss(out["offset"][has_focus], df[has_focus], batch.depth[has_focus])
     return loss, depth
+
+
+def offset_loss(offset, disp_focus, gt, min_depth: float = 1e-3, max_depth: float = 80.0):
+    """Relative L1 in inverse depth for the defocus branch: ``mean|disp_focus + Δ − 1/gt| / mean(1/gt)`` per
+    sample over valid GT (bounded gradients, unlike a log loss through ``1/(disp_focus + Δ)``).
+
+    offset: [B, H, W] Δ (1/m); disp_focus: [B] (1/m); gt: [B, H, W] metres.
+    """
+    import torch
+
+    mask = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+    gdisp = torch.where(mask, 1.0 / gt.clamp(min=min_depth), 0.0)
+    err = torch.where(mask, (disp_focus.view(-1, 1, 1) + offset - gdisp).abs(), 0.0)
+    n = mask.flatten(1).sum(1).clamp(min=1)
+    return ((err.flatten(1).sum(1) / n) / (gdisp.flatten(1).sum(1) / n).clamp(min=1e-6)).mean()
 
 
 def dav2_step(model, batch: Stage2Batch, single_frame: bool):
@@ -287,7 +302,7 @@ def _build(args):
                 if key in overrides:
                     overrides[key] = tuple(overrides[key])
             model = CompactDepthModel(CompactDepthConfig(**overrides))
-        return model, compact_step, 1e-3, 0.05, args.size or model.cfg.image_size, model.cfg.patch_size
+        return model, compact_step, 3e-4, 0.05, args.size or model.cfg.image_size, model.cfg.patch_size
     from ..models.depth_anything import build_model, load_base_weights
 
     model = build_model(args.model, **(json.loads(args.config) if args.config else {}))
@@ -353,7 +368,9 @@ def run(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(args.seed),
     )
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.lr or lr, weight_decay=wd if args.weight_decay is None else args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=args.lr or lr, weight_decay=wd if args.weight_decay is None else args.weight_decay
+    )
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     start = 0
@@ -391,7 +408,9 @@ def run(args: argparse.Namespace) -> int:
             if step >= args.steps or progress(step) >= 1.0:
                 break
             with accelerator.autocast():
-                loss, _ = step_fn(accelerator.unwrap_model(model) if args.model == "compact" else model, batch, args.single_frame)
+                loss, _ = step_fn(
+                    accelerator.unwrap_model(model) if args.model == "compact" else model, batch, args.single_frame
+                )
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, 1.0)
@@ -400,7 +419,10 @@ def run(args: argparse.Namespace) -> int:
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "time": time.time() - t0}) + "\n")
+            log.write(
+                json.dumps({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "time": time.time() - t0})
+                + "\n"
+            )
             log.flush()
             if step % args.save_every == 0:
                 _save(out, model, optimizer, step, accelerator)
