@@ -261,6 +261,7 @@ def main() -> None:
     p.add_argument(
         "--device", choices=("cpu", "cuda"), default="cpu", help="cuda: time sweep_stack with the torch blur bank"
     )
+    p.add_argument("--runtime-only", action="store_true", help="only the 512² runtime (printed, not saved)")
     p.add_argument("--figure-only", action="store_true", help="only write OUT/example.png")
     p.add_argument("--quick", action="store_true", help="2 scenes, 2 frame counts, 1 noise level, 256² runtime")
     args = p.parse_args()
@@ -268,13 +269,16 @@ def main() -> None:
         args.scenes, args.frames, args.noise, args.runtime_size, args.repeats = 2, [2, 4], [0.01], 256, 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    example_figure(out / "example.png")
+    if not args.runtime_only:
+        example_figure(out / "example.png")
     if args.figure_only:
         return
     seeds = [90000 + i for i in range(args.scenes)]
     t0 = time.time()
     rt = runtime(args.runtime_size, args.repeats, args.window, args.device)
     print(json.dumps(rt, indent=2))
+    if args.runtime_only:
+        return
     rows, summary = [], {}
     for kind in args.scene_kinds:
         for focus in args.focus:

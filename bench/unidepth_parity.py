@@ -78,7 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--K", type=float, nargs="+", default=[10.0, 20.0, 30.0])
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(args.reference_repo / "UniDepth"))
+    # the official package is a namespace package named ``unidepth``: make it importable from the checkout, and
+    # drop this script's folder from the path, where bench/unidepth.py would shadow it
+    here = Path(__file__).resolve().parent
+    sys.path[:] = [str(args.reference_repo / "UniDepth")] + [p for p in sys.path if Path(p or ".").resolve() != here]
     _install_import_stand_ins()
     from unidepth.models.unidepthv2 import unidepthv2_DSFA as R  # the official code, from the user's checkout
     from unidepth.utils.camera import BatchCamera, Pinhole

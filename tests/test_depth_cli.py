@@ -67,6 +67,14 @@ def test_missing_released_weights_names_file_repo_and_command(scene, capsys, mon
     assert not out.exists()
 
 
+def test_udv2_backend_dispatches_lazily_and_reports_missing_weights(scene, capsys, monkeypatch):
+    monkeypatch.delenv("BOKEHDEPTH_WEIGHTS", raising=False)
+    args = ["depth", str(scene / "img.png"), "--stack", str(scene / "stack"), "--backend", "udv2-dsfa"]
+    assert main([*args, "--weights", str(scene / "w"), "-o", str(scene / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "UDv2_dsfa_release.pth" in err and "fogradio/BokehDepth" in err
+
+
 def test_bad_compact_weights_file(scene, capsys):
     bad = scene / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint")

@@ -180,3 +180,17 @@ def test_usage_errors(scene, capsys):
     )  # several K but an image path
     assert rc == 2 and "stack folder" in capsys.readouterr().err
     assert not (tmp / "o.png").exists()
+
+
+def test_register_is_cheap():
+    """Building the CLI parser must not import numba or torch (the renderer loads them when it runs)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from bokehdepth.cli import build_parser; build_parser(); "
+        "import bokehdepth.commands.render; "
+        "print(int('numba' in sys.modules), int('bokehdepth.render.cpu' in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[1] == "0"  # the renderer backends are not imported by the verb's registration

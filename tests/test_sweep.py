@@ -73,7 +73,10 @@ def test_disc_kernel_is_the_renderer_kernel():
         k = disc_kernel(radius)
         half = k.shape[0] // 2
         ref = np.array(
-            [[edge_weight(radius, float(np.hypot(x, y))) for x in range(-half, half + 1)] for y in range(-half, half + 1)]
+            [
+                [edge_weight(radius, float(np.hypot(x, y))) for x in range(-half, half + 1)]
+                for y in range(-half, half + 1)
+            ]
         )
         np.testing.assert_allclose(k, ref / ref.sum(), atol=1e-12)
     assert disc_kernel(0.4).shape == (1, 1)  # r <= 0.5: identity
@@ -110,9 +113,7 @@ def test_torch_path_matches_numpy_path():
     np.testing.assert_allclose(a.radius, b.radius, atol=1e-3)
     assert (a.valid == b.valid).all()
     stack = plane_stack(4.0, size=(48, 48), focus_side="near")
-    np.testing.assert_allclose(
-        sweep_stack(stack, device="cpu").depth, sweep_stack(stack).depth, rtol=1e-3, atol=1e-3
-    )
+    np.testing.assert_allclose(sweep_stack(stack, device="cpu").depth, sweep_stack(stack).depth, rtol=1e-3, atol=1e-3)
 
 
 def test_measure_blur_flags_clipped_radius():
@@ -149,7 +150,9 @@ def test_error_shrinks_as_frames_are_added():
     errs = []
     for Ks in ((30.0,), (10.0, 20.0, 30.0), (5, 10, 15, 20, 25, 30, 35, 40)):
         e = [
-            np.nanmean((sweep_stack(plane_stack(4.0, Ks=Ks, noise=0.01, seed=s), fill=False).raw_offset[INNER] - 0.25) ** 2)
+            np.nanmean(
+                (sweep_stack(plane_stack(4.0, Ks=Ks, noise=0.01, seed=s), fill=False).raw_offset[INNER] - 0.25) ** 2
+            )
             for s in range(2)
         ]
         errs.append(np.sqrt(np.mean(e)))

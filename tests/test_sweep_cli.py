@@ -173,3 +173,26 @@ def test_cli_photos_without_exif(tmp_path, capsys):
     assert main(["sweep", "--photos", str(a), "-o", str(tmp_path / "o")]) == 2
     assert "at least 2" in err_of(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_photo_focus_bracket(tmp_path, capsys):
+    """Photos at one f-number focused at 1.5, 2.5 and 4 m (EXIF SubjectDistance) of a plane at 3 m: detected as a
+    focus bracket (sign resolved by the search, no --focus-side needed) and the depth recovered."""
+    from bokehdepth.lens import k_from_camera
+    from bokehdepth.render.api import render
+
+    h, w = 64, 96
+    img = texture(h, w, seed=9)
+    disp = np.full((h, w), 1 / 3.0, np.float32)
+    paths = []
+    for s in (1.5, 2.5, 4.0):
+        K = float(k_from_camera(50, 1.4, s, 3.6, w))
+        frame = render(img, disp, K, 1 / s, gamma=2.2)
+        paths.append(save_photo(tmp_path / f"s{s}.png", frame, fnumber=1.4, subject=s, f35=500))
+    out = tmp_path / "out"
+    assert main(["sweep", "--photos", *map(str, paths), "-o", str(out)]) == 0
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["bracket"] == "focus" and info["reference"] == 1
+    depth = np.load(out / "depth.npy")
+    assert np.median(np.abs(depth[8:-8, 8:-8] - 3.0)) / 3.0 < 0.05
+    assert not (out / "ambiguous.npy").exists()

@@ -11,18 +11,26 @@ __all__ = ["pick_pixels", "plot_sweep"]
 
 
 def pick_pixels(offset: np.ndarray, confidence: np.ndarray, n: int = 4) -> list[tuple[int, int]]:
-    """``n`` (y, x) pixels spread over the range of ``offset`` (H, W) among the most confident ones:
-    the quantiles 5 %, …, 95 % of δ̂ over pixels with confidence in the top half."""
+    """Up to ``n`` (y, x) pixels spread over the range of ``offset`` (H, W): among pixels with confidence in the
+    top half, the range of δ̂ is cut into ``n`` equal bins and each non-empty bin gives its most confident
+    pixel."""
     ok = np.isfinite(offset) & (confidence > 0)
     if not ok.any():
         return []
     thr = np.quantile(confidence[ok], 0.5)
     cand = np.flatnonzero(ok & (confidence >= thr))
     vals = offset.ravel()[cand]
-    order = cand[np.argsort(vals, kind="stable")]
-    picks = np.unique(np.round(np.linspace(0.05, 0.95, n) * (len(order) - 1)).astype(int))
-    h, w = offset.shape
-    return [(int(i // w), int(i % w)) for i in order[picks]]
+    conf = confidence.ravel()[cand]
+    edges = np.linspace(vals.min(), vals.max(), n + 1)
+    bins = np.clip(np.searchsorted(edges, vals, side="right") - 1, 0, n - 1)
+    w = offset.shape[1]
+    picks = []
+    for b in range(n):
+        sel = np.flatnonzero(bins == b)
+        if sel.size:
+            i = cand[sel[np.argmax(conf[sel])]]
+            picks.append((int(i // w), int(i % w)))
+    return picks
 
 
 def plot_sweep(result, path: str | os.PathLike, n: int = 4) -> None:

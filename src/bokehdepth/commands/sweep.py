@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sensor-mm", type=float, help="photos: sensor width in mm (else from FocalLengthIn35mmFilm)")
     p.add_argument("--max-width", type=int, default=1024, help="photos: working width cap in px (0 = full size)")
     p.add_argument(
-        "--device", default="numpy", help="blur measurement: numpy (default; scipy.fft + numba) or a torch device (cuda)"
+        "--device",
+        default="numpy",
+        help="blur measurement: numpy (default; scipy.fft + numba) or a torch device (cuda)",
     )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(func=run)

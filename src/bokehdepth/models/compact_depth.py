@@ -3,9 +3,9 @@
 Design (docs/stage2.md has the rationale and the training command):
 
 - **Frames.** The sharp reference (frame 0, K = 0) and the N stack frames are resized to the working size
-  (short side ``cfg.image_size``, both sides multiples of the patch size). Each frame enters the ViT as 6
-  channels: its RGB and its difference to the reference (zero for the reference), which exposes the defocus
-  directly to the patch embedding.
+  (short side ``cfg.image_size``, both sides multiples of the patch size). Each frame enters the ViT as 9
+  channels: its RGB, its difference to the reference and the absolute difference (zero for the reference);
+  the patch embedding's average of ``|frame − ref|`` is a direct local blur-energy measurement.
 - **Backbone.** ``cfg.depth`` pre-LN ViT blocks (fixed 2-D sin-cos positions, any resolution), run on all
   F = N + 1 frames as one batch; the tokens after the blocks in ``cfg.taps`` are tapped.
 - **DSFA.** The published :class:`~bokehdepth.models.dsfa.DividedSpaceFocusBlock` is applied post-hoc to the
@@ -144,7 +144,7 @@ class CompactDepthModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         p, d = cfg.patch_size, cfg.dim
-        self.patch_embed = nn.Conv2d(6, d, p, stride=p)
+        self.patch_embed = nn.Conv2d(9, d, p, stride=p)
         self.blocks = nn.ModuleList(_Block(d, cfg.num_heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.tap_norm = nn.LayerNorm(d)
         self.dsfa = nn.ModuleDict(
@@ -193,7 +193,8 @@ class CompactDepthModel(nn.Module):
         else:
             frames = torch.cat([ref.unsqueeze(1), stack], dim=1)
         nf = frames.shape[1]
-        x = torch.cat([frames, frames - ref.unsqueeze(1)], dim=2).flatten(0, 1)  # [B·F, 6, H, W]
+        diff = frames - ref.unsqueeze(1)
+        x = torch.cat([frames, diff, diff.abs()], dim=2).flatten(0, 1)  # [B·F, 9, H, W]
         tok = self.patch_embed(x)
         gh, gw = tok.shape[-2:]
         tok = tok.flatten(2).transpose(1, 2) + _sincos_2d(gh, gw, self.cfg.dim, tok.device, tok.dtype)

@@ -41,7 +41,7 @@ HIGHLIGHT_RATIO = 0.4
 """Maximum relative boost of a highlight (BokehMe)."""
 
 
-def _to_numpy(x: Any, name: str) -> tuple[np.ndarray, Any]:
+def _to_numpy(x: Any) -> tuple[np.ndarray, Any]:
     """Return ``(array, torch_device_or_None)``; torch tensors are moved to the host."""
     if hasattr(x, "detach") and hasattr(x, "device"):
         return x.detach().float().cpu().numpy(), x.device
@@ -167,8 +167,8 @@ def render(
     Returns:
         float32 (H, W, 3) in [0, 1].
     """
-    image_np, device = _to_numpy(image, "image")
-    disp_np, _ = _to_numpy(disp, "disp")
+    image_np, device = _to_numpy(image)
+    disp_np, _ = _to_numpy(disp)
     img = validate_image(image_np, "image")
     lo, hi = float(img.min(initial=0.0)), float(img.max(initial=0.0))
     if lo < -1e-6 or hi > 1 + 1e-6:
@@ -183,13 +183,13 @@ def render(
     radius = np.abs(d)
     if radius.size == 0 or radius.max() <= TAIL:  # every pixel in focus: exact identity
         return np.clip(img, 0.0, 1.0).copy()
-    src = np.clip(img, 0.0, 1.0)
+    src = np.clip(img.astype(np.float64), 0.0, 1.0)
     if highlight:
-        src = _highlight_boost(src, radius).astype(np.float32)
+        src = _highlight_boost(src, radius)
     split = assign_layers(d, occlusion=occlusion, step=layer_step, max_layers=max_layers)
-    # gamma encode/decode in float32 (the image's precision; numpy's float32 power is ~3x faster)
-    out, _ = _render_linear(src ** np.float32(gamma), radius, split, backend, device)
-    out = np.clip(out.astype(np.float32), 0.0, None) ** np.float32(1.0 / gamma)
+    # gamma encode/decode in float64, so that an in-focus pixel comes back bit-exact in float32
+    out, _ = _render_linear(src**gamma, radius, split, backend, device)
+    out = (np.maximum(out, 0.0) ** (1.0 / gamma)).astype(np.float32)
     return np.clip(out, 0.0, 1.0)
 
 
@@ -217,24 +217,23 @@ def render_stack(
     if isinstance(Ks, (int, float)) or not len(Ks):
         raise InputError(f"Ks (--K): give a list of one or more K values in px·m, got {Ks!r}")
     Ks = [_check_scalar(k, "K", "--K", "px·m") for k in Ks]
-    image_np, device = _to_numpy(image, "image")
-    disp_np, _ = _to_numpy(disp, "disp")
+    image_np, device = _to_numpy(image)
+    disp_np, _ = _to_numpy(disp)
     img = validate_image(image_np, "image")
     dmap = validate_depth(disp_np, "disp", kind="disp", shape=img.shape[:2])
     focus = resolve_focus(dmap, disp_focus, focus_m, focus_xy)
-    if device is not None:  # keep the caller's device choice for the torch backend
+    source: Any = img
+    if device is not None:  # keep the caller's device (a CUDA tensor selects the torch backend under "auto")
         import torch
 
-        image_np = torch.as_tensor(img, device=device)
-    else:
-        image_np = img
+        source = torch.as_tensor(img, device=device)
     frames = [np.clip(img, 0.0, 1.0).copy()]
     from tqdm.auto import tqdm
 
     for k in tqdm(Ks, desc="render stack", unit="frame", disable=not progress):
         frames.append(
             render(
-                image_np,
+                source,
                 dmap,
                 k,
                 focus,

@@ -160,4 +160,3 @@ def _disc_sum_grid(step: float, n: int) -> np.ndarray:
     for i in prange(n):
         out[i] = disc_sum(i * step)
     return out
-
