@@ -155,6 +155,29 @@ def test_cli_photo_aperture_bracket(tmp_path, capsys):
     assert info["reference"] == 0 and len(info["lens"]) == 3
 
 
+def test_cli_photo_outputs_at_photo_size(tmp_path):
+    """Working at half width (--max-width) still returns depth at the photos' H x W (the depth-output contract),
+    and K follows the working width, so the depth is still right."""
+    from bokehdepth.lens import k_from_camera
+    from bokehdepth.render.api import render
+
+    h, w = 64, 96
+    img = texture(h, w, seed=9)
+    disp = np.full((h, w), 0.25, np.float32)
+    paths = []
+    for n in (8.0, 1.4):
+        frame = render(img, disp, float(k_from_camera(50, n, 2.0, 3.6, w)), 0.5, gamma=2.2)
+        paths.append(save_photo(tmp_path / f"f{n}.png", frame, fnumber=n, f35=500))
+    out = tmp_path / "out"
+    argv = ["sweep", "--photos", *map(str, paths), "-o", str(out), "--focus-side", "near", "--max-width", "48"]
+    assert main(argv) == 0
+    depth = np.load(out / "depth.npy")
+    assert depth.shape == (h, w) and np.load(out / "confidence.npy").shape == (h, w)
+    assert np.nanmedian(np.abs(depth[8:-8, 8:-8] - 4.0)) / 4.0 < 0.1
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["size"] == [h, w] and info["working_size"] == [32, 48]
+
+
 def test_cli_photos_without_exif(tmp_path, capsys):
     img = texture(32, 48)
     a = tmp_path / "a.jpg"

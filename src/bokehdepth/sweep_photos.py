@@ -43,12 +43,14 @@ class PhotoBracket:
         settings: LensSettings per photo at the working width.
         kind: ``"aperture"`` (one focus distance) or ``"focus"`` (several).
         paths: the photo files.
+        photo_size: (H, W) in px of the (smallest) photo, the size the outputs are returned at.
     """
 
     stack: Stack
     settings: list[LensSettings]
     kind: str
     paths: list[Path]
+    photo_size: tuple[int, int] | None = None
 
     @property
     def disp_focus(self) -> np.ndarray:
@@ -142,4 +144,33 @@ def load_photo_bracket(
         names=[p.name for p in paths],
         extra={"bracket": kind},
     )
-    return PhotoBracket(stack=stack, settings=settings, kind=kind, paths=paths)
+    return PhotoBracket(stack=stack, settings=settings, kind=kind, paths=paths, photo_size=(h0, w0))
+
+
+def resize_map(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W) map to ``size`` = (H', W'): bilinear for float maps with NaN kept where most of the
+    source is NaN, nearest for boolean masks."""
+    import cv2
+
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    if arr.dtype == bool:
+        return cv2.resize(arr.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool)
+    valid = np.isfinite(arr)
+    vals = cv2.resize(np.where(valid, arr, 0.0).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    weight = cv2.resize(valid.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = vals / weight
+    out[weight < 0.5] = np.nan
+    return out.astype(np.float32)
+
+
+def to_photo_size(result, size: tuple[int, int]):
+    """A sweep result with its per-pixel output maps (depth, offsets, confidence, ambiguity) resized from the
+    working size back to the photos' size (H, W); per-frame radius maps stay at the working size."""
+    from dataclasses import replace
+
+    fields = ("disp_offset", "raw_offset", "confidence", "depth", "depth_near", "depth_far", "ambiguous")
+    changes = {f: resize_map(getattr(result, f), size) for f in fields if getattr(result, f, None) is not None}
+    return replace(result, **changes)

@@ -83,7 +83,7 @@ def _run_stack(args: argparse.Namespace):
             f"{args.stack}: K_convention is 'normalized' (no metric scale), so depth is undefined; pass "
             "--disp-range DMIN DMAX (scene disparity range, 1/m) or --offset-only for the normalised offset"
         )
-    return sweep_stack(stack, _config(args, args.focus_m[0] if args.focus_m else None)), stack
+    return sweep_stack(stack, _config(args, args.focus_m[0] if args.focus_m else None)), stack, None
 
 
 def _run_photos(args: argparse.Namespace):
@@ -101,27 +101,31 @@ def _run_photos(args: argparse.Namespace):
     )
     config = _config(args, None)
     if bracket.kind == "focus":
-        return sweep_focus_bracket(bracket.stack, bracket.disp_focus, config), bracket.stack
-    return sweep_stack(bracket.stack, config), bracket.stack
+        result = sweep_focus_bracket(bracket.stack, bracket.disp_focus, config)
+    else:
+        result = sweep_stack(bracket.stack, config)
+    return result, bracket.stack, bracket.photo_size
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..io import atomic_dir, write_depth_outputs, write_json
+    from ..sweep_photos import to_photo_size
     from ..sweep_plot import plot_sweep
 
     if (args.stack is None) == (args.photos is None):
         raise InputError("sweep: give either a STACK_DIR or --photos A.jpg B.jpg ..., not both or neither")
-    result, stack = _run_photos(args) if args.photos else _run_stack(args)
+    result, stack, photo_size = _run_photos(args) if args.photos else _run_stack(args)
+    maps = result if photo_size is None else to_photo_size(result, photo_size)  # outputs at the photos' size
     out = Path(args.output)
     with atomic_dir(out) as tmp:
-        extra = {"disp_offset": result.disp_offset, "confidence": result.confidence}
-        if result.depth is not None:
-            if result.ambiguous is not None:
-                extra |= {"depth_near": result.depth_near, "depth_far": result.depth_far}
-                np.save(tmp / "ambiguous.npy", result.ambiguous.astype(bool))
-            write_depth_outputs(tmp, result.depth, extra)
+        extra = {"disp_offset": maps.disp_offset, "confidence": maps.confidence}
+        if maps.depth is not None:
+            if maps.ambiguous is not None:
+                extra |= {"depth_near": maps.depth_near, "depth_far": maps.depth_far}
+                np.save(tmp / "ambiguous.npy", maps.ambiguous.astype(bool))
+            write_depth_outputs(tmp, maps.depth, extra)
         else:
             for key, arr in extra.items():
                 np.save(tmp / f"{key}.npy", np.asarray(arr, dtype=np.float32))
@@ -129,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         info = dict(result.info)
         info |= {
             "input": str(args.stack) if args.stack else [str(p) for p in args.photos],
-            "size": list(stack.size),
+            "size": list(maps.confidence.shape),
+            "working_size": list(stack.size),
             "offset_units": result.offset_units,
             "depth_written": result.depth is not None,
             "ambiguous_fraction": None if result.ambiguous is None else float(result.ambiguous.mean()),

@@ -77,6 +77,8 @@ class CompactGeneratorConfig:
     """Blur-pyramid disc radii in px at 512-px width; must start at 0 and increase."""
     residual: bool = True
     """Add a colour residual predicted by the U-Net (zero-initialised) to the blurred image."""
+    multiscale_pyramid: bool = True
+    """Compute discs wider than 4 px on a coarser grid (:func:`blur_pyramid`); False: exact full-resolution FFT."""
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(c) for c in self.channel_mult)
@@ -146,15 +148,15 @@ def _kernel_spectra(radii: tuple[float, ...], pad: int, ph: int, pw: int, device
         return torch.fft.rfft2(kernels)
 
 
-def blur_pyramid(linear: torch.Tensor, radii: list[float]) -> torch.Tensor:
-    """Convolve a linear-light image with discs of each radius (px), by FFT with reflect padding.
+def fft_disc_blur(linear: torch.Tensor, radii: list[float]) -> torch.Tensor:
+    """Convolve an image with discs of each radius (px > 0), by FFT with reflect padding (exact).
 
     Args:
         linear: (B, C, H, W) image in linear light.
-        radii: increasing radii in px (the first may be 0).
+        radii: radii in px, each > 0.
 
     Returns:
-        (B, L, C, H, W): one blurred copy per radius (level 0 is the input itself when radii[0] == 0).
+        (B, L, C, H, W): one blurred copy per radius.
     """
     b, c, h, w = linear.shape
     pad = int(math.ceil(max(radii))) + 1
@@ -163,13 +165,51 @@ def blur_pyramid(linear: torch.Tensor, radii: list[float]) -> torch.Tensor:
     # zero-extend to fast FFT lengths; the circular wrap never reaches the cropped centre (kernel ≤ pad)
     ph, pw = _fft_size(h + 2 * pad), _fft_size(w + 2 * pad)
     padded = F.pad(padded, (0, pw - padded.shape[-1], 0, ph - padded.shape[-2]))
-    blurred_radii = tuple(float(r) for r in radii if r > 0)
-    kernel_spec = _kernel_spectra(blurred_radii, pad, ph, pw, str(linear.device))
-    spec = torch.fft.rfft2(padded)[:, None] * kernel_spec[None, :, None]  # (B, L', C, ph, pw/2+1)
-    blurred = torch.fft.irfft2(spec, s=(ph, pw))[..., pad : pad + h, pad : pad + w].to(linear.dtype)
-    if len(blurred_radii) == len(radii):
-        return blurred.contiguous()
-    return torch.cat([linear[:, None], blurred], dim=1)
+    kernel_spec = _kernel_spectra(tuple(float(r) for r in radii), pad, ph, pw, str(linear.device))
+    spec = torch.fft.rfft2(padded)[:, None] * kernel_spec[None, :, None]  # (B, L, C, ph, pw/2+1)
+    return torch.fft.irfft2(spec, s=(ph, pw))[..., pad : pad + h, pad : pad + w].to(linear.dtype)
+
+
+def level_scale(radius: float, multiscale: bool = True) -> int:
+    """Downsampling factor at which a disc of ``radius`` px is computed: 1 up to 4 px, 2 up to 12 px, else 4
+    (a wide disc blur is smooth, so computing it on a coarser grid and upsampling loses little)."""
+    if not multiscale or radius <= 4.0:
+        return 1
+    return 2 if radius <= 12.0 else 4
+
+
+def blur_pyramid(linear: torch.Tensor, radii: list[float], multiscale: bool = True) -> torch.Tensor:
+    """The image blurred by a disc of each radius (px), stacked as pyramid levels.
+
+    With ``multiscale`` (default), discs wider than 4 px are computed on a grid downsampled by
+    :func:`level_scale` (area averaging) with the radius scaled alike, then upsampled bilinearly: about 4×
+    less work at 512 px; ``multiscale=False`` is the exact FFT convolution at full resolution.
+
+    Args:
+        linear: (B, C, H, W) image in linear light.
+        radii: increasing radii in px; a radius of 0 gives the input itself.
+
+    Returns:
+        (B, L, C, H, W), one level per radius.
+    """
+    b, c, h, w = linear.shape
+    levels: list[torch.Tensor | None] = [linear[:, None] if r <= 0 else None for r in radii]
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(radii):
+        if r > 0:
+            groups.setdefault(level_scale(float(r), multiscale), []).append(i)
+    for scale, idx in groups.items():
+        if scale == 1:
+            blurred = fft_disc_blur(linear, [radii[i] for i in idx])
+        else:
+            size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
+            small = F.interpolate(linear, size=size, mode="area")
+            sh = fft_disc_blur(small, [radii[i] * size[1] / w for i in idx])  # (B, L', C, h', w')
+            up = F.interpolate(sh.flatten(0, 1), size=(h, w), mode="bilinear", align_corners=False)
+            blurred = up.view(b, len(idx), c, h, w)
+        for j, i in enumerate(idx):
+            levels[i] = blurred[:, j : j + 1]
+    return torch.cat(levels, dim=1)  # type: ignore[arg-type]
 
 
 def blend_pyramid(pyramid: torch.Tensor, radius: torch.Tensor, radii: list[float]) -> torch.Tensor:
@@ -311,7 +351,9 @@ class CompactGenerator(nn.Module):
 
     def pyramid(self, image: torch.Tensor) -> torch.Tensor:
         """The linear-light blur pyramid of ``image`` (B,3,H,W): (B, L, 3, H, W); it does not depend on K."""
-        return blur_pyramid(image.clamp(0.0, 1.0) ** self.config.gamma, self.radii_at(image.shape[-1]))
+        cfg = self.config
+        linear = image.clamp(0.0, 1.0) ** cfg.gamma
+        return blur_pyramid(linear, self.radii_at(image.shape[-1]), multiscale=cfg.multiscale_pyramid)
 
     def compose(self, image: torch.Tensor, K: torch.Tensor, pyramid: torch.Tensor) -> torch.Tensor:
         """The bokeh frame for ``K`` (B,) from ``image`` (B,3,H,W) and its precomputed :meth:`pyramid`."""
