@@ -17,7 +17,7 @@ every layer-scale gate randomised to U(0.05, 0.3) so that no branch is trivially
 
 Prints the maximum relative difference of depth and confidence, and both predicted intrinsics. Reference run
 on 2026-11-23 (2-core x86-64 CPU, random weights, 100×140 input → 378×532 network input): depth max rel. diff
-3.0e-7, confidence 1.8e-7, predicted intrinsics equal to 3 decimals.
+2.8e-7, confidence 2.4e-7, predicted intrinsics equal to 3 decimals.
 
     nice -n 10 venv/bin/python bench/unidepth_parity.py --reference-repo ~/src/BokehDepth [--weights W.pth]
 """
