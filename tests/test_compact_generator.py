@@ -167,3 +167,15 @@ def test_compact_module_reexports_both_embedded_models():
     assert compact.CompactDepthModel is CompactDepthModel
     with pytest.raises(AttributeError):
         compact.no_such_name  # noqa: B018
+
+
+def test_multiscale_pyramid_agrees_with_the_exact_fft_blur():
+    from bokehdepth.models.compact_generator import DEFAULT_RADII_PX
+
+    img = torch.from_numpy(_textured(256, 320)).permute(2, 0, 1)[None] ** 2.2
+    radii = [r * 320 / 512 for r in DEFAULT_RADII_PX]  # up to 18.75 px: all three grid scales are used
+    fast, exact = blur_pyramid(img, radii), blur_pyramid(img, radii, multiscale=False)
+    assert fast.shape == exact.shape == (1, len(radii), 3, 256, 320)
+    for i, r in enumerate(radii):
+        mse = float(((fast[:, i] - exact[:, i]) ** 2).mean())
+        assert 10 * np.log10(1.0 / max(mse, 1e-20)) > 40.0, (r, mse)
