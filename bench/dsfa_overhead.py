@@ -50,10 +50,11 @@ def main() -> None:
         "--threads",
         type=int,
         default=1,
-        help="CPU threads; with 1 the process CPU time is reported, which a shared, busy machine does not distort",
+        help="CPU threads (0: torch default); with 1 the process CPU time is reported, which a shared, busy machine does not distort",
     )
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:  # 0: leave torch's default
+        torch.set_num_threads(args.threads)
 
     dev, dtype = torch.device(args.device), getattr(torch, args.dtype)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

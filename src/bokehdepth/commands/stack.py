@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="compact: short side (px) the network runs at; smaller inputs run at their size (default 512)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="compact: torch CPU threads (default: torch's; 1 is fastest on a machine shared with other jobs)",
+    )
     k = p.add_argument_group("kontext backend (defaults: the published run_inference.sh)")
     k.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default=None, help="auto: bf16 on CUDA")
     k.add_argument("--steps", type=int, default=None, help="denoising steps (50)")
@@ -97,9 +103,12 @@ def _backend_options(args: argparse.Namespace) -> dict:
         if given:
             flag = _KONTEXT_ONLY[next(iter(given))]
             raise InputError(f"{flag}: only used by --backend kontext; drop it for the compact backend")
-        return {"short_side": args.working_size or 512}
-    if args.working_size is not None:
-        raise InputError("--working-size: only used by --backend compact (Kontext runs at 512x512 as published)")
+        if args.threads is not None and args.threads < 1:
+            raise InputError(f"--threads: must be >= 1, got {args.threads}")
+        return {"short_side": args.working_size or 512, "threads": args.threads}
+    for dest, flag in (("working_size", "--working-size"), ("threads", "--threads")):
+        if getattr(args, dest) is not None:
+            raise InputError(f"{flag}: only used by --backend compact; drop it for kontext")
     kw = {k: v for k, v in given.items() if k != "no_color_transfer"}
     if args.no_color_transfer:
         kw["color_transfer"] = False

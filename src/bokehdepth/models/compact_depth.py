@@ -15,9 +15,9 @@ Design (docs/stage2.md has the rationale and the training command):
   inverse-depth offset at the working width (metric K rescaled by working width / frame width). A
   normalised stack (K in px at 512 px per unit of normalised disparity) is fed as if its disparity span were
   1 1/m: ``K_work = K_n · W_work / 512``.
-- **Head.** A light DPT-style head (1×1 projections of the taps, fused, ×2 upsampling convs with a
-  skip from the reference image at the head's resolution) predicts two maps at the working size:
-  (at 1/``out_stride`` of the working size, upsampled bilinearly) ``offset`` Δ (1/m), the signed inverse-depth offset from the focus plane, and ``log_depth`` (log m).
+- **Head.** A light DPT-style head (1×1 projections of the taps, fused, ×2 upsampling convs with a skip from
+  the reference image) predicts two maps at 1/``out_stride`` of the working size, upsampled bilinearly:
+  ``offset`` Δ (1/m), the signed inverse-depth offset from the focus plane, and ``log_depth`` (log m).
 - **Metric depth from defocus.** When the stack is metric and ``disp_focus`` (1/m) is known:
   ``depth = 1 / (disp_focus + Δ)``; the blur radius in frame i is ``K_i·|Δ|``, so the metric scale comes from
   the calibrated stack alone. Otherwise (normalised stack, unknown focus) ``depth = exp(log_depth)``.

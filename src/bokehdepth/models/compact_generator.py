@@ -65,7 +65,7 @@ class CompactGeneratorConfig:
     """Channel multiplier per U-Net level; the U-Net downsamples ``len(channel_mult) - 1`` times."""
     k_embed_dim: int = 64
     """Width of the K embedding that drives every FiLM layer."""
-    net_scale: float = 0.5
+    net_scale: float = 0.25
     """The U-Net runs at this fraction of the working resolution; its maps are upsampled bilinearly."""
     k_min: float = 1.0
     """Lower clamp of K before the embedding (published inference clamps K to [1, 30])."""

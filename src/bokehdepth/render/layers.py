@@ -71,15 +71,9 @@ def assign_layers(d: np.ndarray, occlusion: bool = True, step: float = 1.0, max_
     top = math.ceil(d_hi / spacing - 1e-9)
     bottom = math.floor(d_lo / spacing + 1e-9)
     centres = spacing * np.arange(top, bottom - 1, -1, dtype=np.float64)
-    n = centres.shape[0]
-    u = (centres[0] - d) / spacing
-    i0 = np.clip(np.floor(u), 0, max(n - 2, 0)).astype(np.int32)
-    frac = np.clip(u - i0, 0.0, 1.0)
-    index[..., 0] = i0
-    alpha[..., 0] = 1.0 - frac
-    second = frac > 0.0
-    index[..., 1] = np.where(second, i0 + 1, -1)
-    alpha[..., 1] = np.where(second, frac, 0.0)
+    from .layer_kernels import split_linear  # numba: imported only when slabs are needed
+
+    split_linear(d, float(centres[0]), spacing, centres.shape[0], index, alpha)
     return LayerSplit(centres, index, alpha)
 
 

@@ -46,21 +46,21 @@ class CompactTrainConfig:
     """Manifest (``manifest.jsonl``) or dataset folder written by ``bokehdepth synth``/``generate_dataset``."""
     out: str
     """Output folder for checkpoints, the exported weights and the loss log."""
-    steps: int = 1500
+    steps: int = 700
     """Optimiser steps."""
-    batch_size: int = 8
+    batch_size: int = 6
     """Crops per step."""
-    crop: int = 160
-    """Training crop size in px (a multiple of the model's size multiple, 16 by default)."""
+    crop: int = 192
+    """Training crop size in px (a multiple of the model's size multiple, 32 by default)."""
     bank_size: int = 256
     """Size (px) at which Stage1Dataset renders bank samples (crops are taken from these)."""
-    bank_epochs: int = 4
+    bank_epochs: int = 3
     """Passes over the dataset rendered once into a bank (new K and crop each pass); 0 = fully online."""
     split: str | None = "train"
     """Manifest split to train on (None: all records)."""
-    lr: float = 2e-3
+    lr: float = 3e-3
     """Peak AdamW learning rate (linear warm-up, cosine decay to 5 %)."""
-    warmup: int = 50
+    warmup: int = 30
     """Warm-up steps."""
     weight_decay: float = 1e-4
     """AdamW weight decay."""
@@ -72,7 +72,7 @@ class CompactTrainConfig:
     """Seed of the model init, the dataset draws and the crops."""
     log_every: int = 10
     """Steps between loss-log lines."""
-    checkpoint_every: int = 200
+    checkpoint_every: int = 50
     """Steps between resumable checkpoints (and at the end)."""
     resume: bool = False
     """Continue from ``out/checkpoint.safetensors`` if it exists."""
@@ -142,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     c = parser.add_argument_group("--model compact")
-    c.add_argument("--crop", type=int, default=None, help=f"training crop in px, multiple of 16 ({d.crop})")
+    c.add_argument("--crop", type=int, default=None, help=f"training crop in px, multiple of 32 ({d.crop})")
     c.add_argument("--bank-size", type=int, default=None, help=f"bank render size in px ({d.bank_size})")
     c.add_argument(
         "--bank-epochs",
