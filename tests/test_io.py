@@ -214,6 +214,16 @@ def test_atomic_failure_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_dir_has_normal_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        with io.atomic_dir(tmp_path / "new") as tmp:
+            (tmp / "a.txt").write_text("x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o755
+
+
 def test_atomic_dir_merges_into_existing(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("k")

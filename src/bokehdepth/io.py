@@ -98,6 +98,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise OutputError(f"{path}: exists and is not a folder; choose another output path")
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes 0700; give the folder the usual permissions
     except OSError as exc:
         raise _output_error(path, exc) from exc
     try:
@@ -117,6 +118,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

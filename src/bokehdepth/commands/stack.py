@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=None,
-        help="compact: torch CPU threads (default: torch's; 1 is fastest on a machine shared with other jobs)",
+        help="compact: torch CPU threads while generating (default 1, fastest on a CPU shared with other jobs)",
     )
     k = p.add_argument_group("kontext backend (defaults: the published run_inference.sh)")
     k.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"), default=None, help="auto: bf16 on CUDA")
@@ -105,7 +105,7 @@ def _backend_options(args: argparse.Namespace) -> dict:
             raise InputError(f"{flag}: only used by --backend kontext; drop it for the compact backend")
         if args.threads is not None and args.threads < 1:
             raise InputError(f"--threads: must be >= 1, got {args.threads}")
-        return {"short_side": args.working_size or 512, "threads": args.threads}
+        return {"short_side": args.working_size or 512, "threads": args.threads or 1}
     for dest, flag in (("working_size", "--working-size"), ("threads", "--threads")):
         if getattr(args, dest) is not None:
             raise InputError(f"{flag}: only used by --backend compact; drop it for kontext")

@@ -115,7 +115,9 @@ class CompactStackGenerator:
             None uses the embedded default.
         device: torch device string.
         short_side: the network's working short side in px (inputs smaller than this run at their own size).
-        threads: torch CPU threads (None: leave torch's setting).
+        threads: torch CPU threads while generating (restored afterwards); default 1: the network is small, and
+            on a CPU shared with other jobs one thread ran 3-10x faster than two (docs/stage1.md); None leaves
+            torch's setting.
     """
 
     def __init__(
@@ -123,7 +125,7 @@ class CompactStackGenerator:
         weights: str | os.PathLike | None = None,
         device: str = "cpu",
         short_side: int = 512,
-        threads: int | None = None,
+        threads: int | None = 1,
     ):
         from ..models.checkpoints import file_sha256
         from ..models.compact_generator import load_compact_generator, resolve_generator_weights
