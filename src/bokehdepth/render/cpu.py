@@ -116,8 +116,15 @@ def _bucket_sources(lin, radius, index, alpha, eoff, ent, g, lay_lo, n_l, s, r_b
     n_chunks = min(hs, 64)
     per = (hs + n_chunks - 1) // n_chunks
     for chunk in prange(n_chunks):
-        acc = np.zeros((n_l, ws, 5))
+        acc = np.zeros((n_l if s > 1 else 0, ws, 5))
         for by in range(chunk * per, min(hs, (chunk + 1) * per)):
+            if s == 1:  # full resolution: every entry is its own source
+                for e in range(eoff[g * h + by], eoff[g * h + by + 1]):
+                    x = ent[e] >> 1
+                    lay = index[by, x, ent[e] & 1] - lay_lo
+                    rr = min(reach(radius[by, x]), nb - 1)
+                    counts[(lay * hs + by) * nb + (nb - 1 - rr) + 1] += 1
+                continue
             _emit_row(lin, radius, index, alpha, eoff, ent, g, lay_lo, s, by, acc)
             for y in range(by * s, min(h, by * s + s)):
                 for e in range(eoff[g * h + y], eoff[g * h + y + 1]):
@@ -150,8 +157,27 @@ def _bucket_sources(lin, radius, index, alpha, eoff, ent, g, lay_lo, n_l, s, r_b
     cv = np.empty((total, 4))
     fill = counts[:-1].copy()
     for chunk in prange(n_chunks):
-        acc = np.zeros((n_l, ws, 5))
+        acc = np.zeros((n_l if s > 1 else 0, ws, 5))
         for by in range(chunk * per, min(hs, (chunk + 1) * per)):
+            if s == 1:
+                for e in range(eoff[g * h + by], eoff[g * h + by + 1]):
+                    x = ent[e] >> 1
+                    j = ent[e] & 1
+                    lay = index[by, x, j] - lay_lo
+                    r = radius[by, x]
+                    rr = min(reach(r), nb - 1)
+                    k = (lay * hs + by) * nb + (nb - 1 - rr)
+                    pos = fill[k]
+                    fill[k] += 1
+                    v = alpha[by, x, j] / _interp(s_table, step, r)
+                    xs[pos] = x
+                    reaches[pos] = rr
+                    rs[pos] = r
+                    cv[pos, 0] = lin[by, x, 0] * v
+                    cv[pos, 1] = lin[by, x, 1] * v
+                    cv[pos, 2] = lin[by, x, 2] * v
+                    cv[pos, 3] = v
+                continue
             _emit_row(lin, radius, index, alpha, eoff, ent, g, lay_lo, s, by, acc)
             for y in range(by * s, min(h, by * s + s)):
                 for e in range(eoff[g * h + y], eoff[g * h + y + 1]):
@@ -307,12 +333,23 @@ def _composite_upsampled(out, trans, g_out, g_trans, s):
     h, w = trans.shape
     hs, ws = g_trans.shape
     inv = 1.0 / s
+    lo = np.full(hs, ws, dtype=np.int64)  # per coarse row: columns where the group covers anything
+    hi = np.full(hs, -1, dtype=np.int64)
+    for yc in prange(hs):
+        for xc in range(ws):
+            if g_trans[yc, xc] < 1.0:
+                lo[yc] = min(lo[yc], xc)
+                hi[yc] = max(hi[yc], xc)
     for y in prange(h):
         fy = min(max((y + 0.5) * inv - 0.5, 0.0), hs - 1.0)
         y0 = int(fy)
         y1 = min(y0 + 1, hs - 1)
         ty = fy - y0
-        for x in range(w):
+        xc0 = min(lo[y0], lo[y1])
+        xc1 = max(hi[y0], hi[y1])
+        if xc1 < xc0:
+            continue
+        for x in range(max((xc0 - 1) * s, 0), min((xc1 + 2) * s, w)):
             fx = min(max((x + 0.5) * inv - 0.5, 0.0), ws - 1.0)
             x0 = int(fx)
             x1 = min(x0 + 1, ws - 1)
