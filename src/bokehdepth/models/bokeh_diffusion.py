@@ -27,8 +27,7 @@ from .flux_adapter import (
     FluxAdapterConfig,
     FluxBokehAdapter,
     block_names,
-    build_meta_transformer,
-    shapes_of,
+    published_adapter_shapes,
     transformer_attn_dim,
 )
 
@@ -95,10 +94,7 @@ def published_keys(name: str = BACKEND) -> dict[str, tuple[int, ...]]:
 @functools.lru_cache(maxsize=1)
 def _published_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
     """(key, shape) pairs, computed once per process (building the meta transformer takes ~0.3 s)."""
-    transformer = build_meta_transformer()
-    with torch.device("meta"):
-        adapter = FluxBokehAdapter.for_transformer(transformer, bokeh_diffusion_config())
-    return tuple(shapes_of(adapter).items())
+    return tuple(published_adapter_shapes(bokeh_diffusion_config()).items())
 
 
 def unwrap_checkpoint(name: str, raw: object) -> dict[str, torch.Tensor]:

@@ -480,3 +480,12 @@ def infer_lora_dims(state: dict, cond_name: str) -> dict[str, int]:
     if not rank > 0 or math.prod(state[need[0]].shape) == 0:
         raise CheckpointError("checkpoint has empty adapter tensors")
     return {"context_dim": context_dim, "hidden_dim": hidden_dim, "input_dim": input_dim, "rank": rank}
+
+
+def published_adapter_shapes(config: FluxAdapterConfig) -> dict[str, tuple[int, ...]]:
+    """key → shape, in ``state_dict()`` order, of an adapter with ``config`` attached to a FLUX.1 transformer
+    with the real dims, all on the meta device (nothing allocated, nothing read)."""
+    transformer = build_meta_transformer()
+    with torch.device("meta"):
+        adapter = FluxBokehAdapter.for_transformer(transformer, config)
+    return shapes_of(adapter)

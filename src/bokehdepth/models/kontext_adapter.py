@@ -28,9 +28,8 @@ from .checkpoints import PublishedFile, load_state_dict_file, load_strict, resol
 from .flux_adapter import (
     FluxAdapterConfig,
     FluxBokehAdapter,
-    build_meta_transformer,
     infer_lora_dims,
-    shapes_of,
+    published_adapter_shapes,
     transformer_attn_dim,
 )
 
@@ -78,10 +77,7 @@ def published_keys(name: str = BACKEND) -> dict[str, tuple[int, ...]]:
 @functools.lru_cache(maxsize=1)
 def _published_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
     """(key, shape) pairs, computed once per process (building the meta transformer takes ~0.3 s)."""
-    transformer = build_meta_transformer()
-    with torch.device("meta"):
-        adapter = FluxBokehAdapter.for_transformer(transformer, kontext_adapter_config())
-    return tuple(shapes_of(adapter).items())
+    return tuple(published_adapter_shapes(kontext_adapter_config()).items())
 
 
 def unwrap_checkpoint(name: str, raw: object) -> dict[str, torch.Tensor]:

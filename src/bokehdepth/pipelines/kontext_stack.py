@@ -66,15 +66,6 @@ def working_size(height: int, width: int, size: tuple[int, int] | None, multiple
     return h, w
 
 
-def _resolve_dtype(dtype: Any, device: str):
-    import torch
-
-    if dtype in (None, "auto"):
-        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-    table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    return table.get(dtype, dtype)
-
-
 def _pil(image: np.ndarray):
     from PIL import Image
 
@@ -126,17 +117,12 @@ class KontextStackGenerator:
         base_dir = check_base_folder(base, BASE_REPO)
         from diffusers import FluxKontextPipeline
 
-        torch_dtype = _resolve_dtype(dtype, device)
-        pipe = FluxKontextPipeline.from_pretrained(str(base_dir), torch_dtype=torch_dtype, local_files_only=True)
-        adapter = load_kontext_adapter(weights, pipe.transformer, install=False)
-        adapter.to(dtype=torch_dtype)
-        adapter.install(pipe.transformer)
-        if cpu_offload:
-            pipe.enable_model_cpu_offload(device=device)
-        else:
-            pipe.to(device)
-        if vae_tiling:
-            pipe.vae.enable_tiling()
+        from .flux_loading import load_adapted_pipeline
+
+        pipe, adapter = load_adapted_pipeline(
+            FluxKontextPipeline, base_dir, load_kontext_adapter, weights,
+            dtype=dtype, device=device, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
+        )  # fmt: skip
         self._setup(pipe, adapter, settings, overrides)
         self.info["weights"], self.info["base"] = str(resolve_weights(weights, PUBLISHED)), str(base_dir)
 

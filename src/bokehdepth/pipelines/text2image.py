@@ -106,23 +106,16 @@ class BokehText2Image:
     ):
         from ..models.bokeh_diffusion import BASE_REPO, _locate, load_bokeh_diffusion_adapter
         from ..models.flux_adapter import check_base_folder
-        from .kontext_stack import _resolve_dtype
+        from .flux_loading import load_adapted_pipeline
 
         _locate(weights)  # fail fast on missing adapter files
         base_dir = check_base_folder(base, BASE_REPO)
         from diffusers import FluxPipeline
 
-        torch_dtype = _resolve_dtype(dtype, device)
-        pipe = FluxPipeline.from_pretrained(str(base_dir), torch_dtype=torch_dtype, local_files_only=True)
-        adapter = load_bokeh_diffusion_adapter(weights, pipe.transformer, install=False)
-        adapter.to(dtype=torch_dtype)
-        adapter.install(pipe.transformer)
-        if cpu_offload:
-            pipe.enable_model_cpu_offload(device=device)
-        else:
-            pipe.to(device)
-        if vae_tiling:
-            pipe.vae.enable_tiling()
+        pipe, adapter = load_adapted_pipeline(
+            FluxPipeline, base_dir, load_bokeh_diffusion_adapter, weights,
+            dtype=dtype, device=device, cpu_offload=cpu_offload, vae_tiling=vae_tiling,
+        )  # fmt: skip
         self.pipe, self.adapter = pipe, adapter
         self.info = {"weights": str(weights), "base": str(base_dir)}
 
