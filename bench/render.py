@@ -4,6 +4,7 @@ full-resolution path) vs torch (CPU, or CUDA).
     nice venv/bin/python bench/render.py                       # all sizes, r_max 8/16/32, writes a table
     nice venv/bin/python bench/render.py --sizes 512 --rmax 8  # quick
     venv/bin/python bench/render.py --device cuda              # adds the torch-CUDA column (needs a GPU)
+    nice venv/bin/python bench/render.py --phases --sizes 1024 --rmax 32 --threads 1  # where the cpu time goes
 
 Scene (deterministic): a textured image and a signed-defocus field mixing a smooth random surface with
 sharp-edged foreground blobs, scaled so blur radii span 0 … r_max px (mean ≈ r_max/2); K = 2·r_max px·m,
@@ -160,6 +161,48 @@ def thread_probe(n: int = 20_000_000) -> dict:
     return out
 
 
+def phases(size: str, r_max: float, threads: int = 1, base_radius: float | None = None) -> list[tuple[str, float]]:
+    """CPU seconds of each phase of ``cpu.render_linear(..., multiscale=True)`` (after a warm-up call)."""
+    import numba
+
+    from bokehdepth.render import cpu
+    from bokehdepth.render.api import defocus_map
+    from bokehdepth.render.kernels import disc_sum_table, edge_table
+    from bokehdepth.render.layers import assign_layers
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    h, w = SIZES[size]
+    image, disp, K, focus = make_scene(h, w, r_max)
+    d = defocus_map(disp, K, focus)
+    radius, lin = np.abs(d), image.astype(np.float64) ** 2.2
+    base = cpu.BASE_RADIUS if base_radius is None else base_radius
+    cpu.render_linear(lin[:96, :96].copy(), radius[:96, :96].copy(), assign_layers(d[:96, :96]), multiscale=True)
+    out: dict[str, float] = {}
+
+    def timed(name, fn, *a):
+        c0 = time.process_time()
+        res = fn(*a)
+        out[name] = out.get(name, 0.0) + time.process_time() - c0
+        return res
+
+    split = timed("slab split", assign_layers, d)
+    step, s_table = timed("S(r) table", disc_sum_table, float(radius.max()))
+    table = edge_table()
+    groups = cpu._groups(cpu.slab_scales(split, base))
+    slab_group = np.repeat(np.arange(len(groups)), [n for _, n, _ in groups])
+    eoff, ent = timed("sort entries by run", cpu._sort_entries, split.index, split.alpha, slab_group, len(groups))
+    acc, trans = np.zeros((h, w, 3)), np.ones((h, w))
+    for g, (lay_lo, n_l, s) in enumerate(groups):
+        args = (lin, radius, split.index, split.alpha, eoff, ent, g, lay_lo, n_l, s, radius.max() / s, step, s_table)
+        buckets = timed("bucket sources", cpu._bucket_sources, *args)
+        tag = "full-res run" if s == 1 else "coarse runs"
+        hs, ws = -(-h // s), -(-w // s)
+        g_out, g_trans = timed(f"scatter {tag}", cpu._scatter_rows, hs, ws, table, *buckets, 8 * threads)
+        timed("upsample + composite", cpu._composite_upsampled, acc, trans, g_out, g_trans, s)
+    timed("normalise", cpu._normalise, acc, trans)
+    return list(out.items())
+
+
 def _run(spec: dict) -> dict:
     cmd = [sys.executable, __file__, "--worker", json.dumps(spec)]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -186,8 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-full", action="store_true", help="skip the full-resolution cpu column (cpu-full)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch-CPU column")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
+    p.add_argument("--phases", action="store_true", help="only print per-phase CPU time of the multiscale cpu path")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.phases:
+        for size in args.sizes:
+            for rmax in args.rmax:
+                parts = phases(size, rmax, args.threads)
+                total = sum(v for _, v in parts)
+                print(
+                    f"{size} r_max {rmax:g} ({args.threads} thread(s)): {total:.3f} CPU-s = "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in parts)
+                )
+        return 0
     if args.worker:
         spec = json.loads(args.worker)
         print(json.dumps(thread_probe() if spec.get("probe") else worker(spec)))

@@ -7,6 +7,10 @@ Three arms on held-out synthetic scenes (manifest splits ``val`` and ``test``, n
 3. ``no-stack-trained``: the same architecture trained without stacks (``train stage2 --single-frame``),
    run single-frame.
 
+With ``--baselines`` two references are added: ``constant`` (the median depth of the training scenes, one
+number for every pixel) and ``sweep`` (the classical Depth-from-Bokeh sweep, ``bokehdepth.sweep.sweep_stack``,
+on the same stacks).
+
 Metrics (no alignment, metric depth): AbsRel, δ1 (and RMSE), averaged over scenes, via bokehdepth.eval.metrics.
 
     nice venv/bin/python bench/stage2_ablation.py --data DATA/manifest.jsonl \
@@ -33,6 +37,7 @@ def main() -> None:
     ap.add_argument("--max-scenes", type=int, default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", default=None, help="write the per-arm means here")
+    ap.add_argument("--baselines", action="store_true", help="add the constant-depth and classical-sweep arms")
     ap.add_argument(
         "--real",
         nargs=2,
@@ -43,27 +48,35 @@ def main() -> None:
     )
     args = ap.parse_args()
 
+    from bokehdepth.data import read_manifest
     from bokehdepth.eval.metrics import compute_metrics
     from bokehdepth.io import read_depth, read_image, read_stack
     from bokehdepth.pipelines.depth import load_depth_predictor
 
     manifest = Path(args.data)
-    splits = set(args.splits.split(","))
-    rows = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()]
-    rows = [r for r in rows if r.get("split") in splits][: args.max_scenes]
+    rows = read_manifest(manifest, split=args.splits.split(","))[: args.max_scenes]
+    const = None
+    if args.baselines:
+        train = read_manifest(manifest, split="train", check_files=False)[:500]
+        const = float(np.median([np.nanmedian(read_depth(r["depth"])) for r in train]))
     arms = {"stack": (load_depth_predictor("compact", args.stack_weights, args.device), False)}
     arms["single-frame"] = (arms["stack"][0], True)
     if args.mono_weights:
         arms["no-stack-trained"] = (load_depth_predictor("compact", args.mono_weights, args.device), True)
     per_arm: dict[str, list[dict]] = {a: [] for a in arms}
     t0 = time.time()
+    if const is not None:
+        per_arm["constant"], per_arm["sweep"] = [], []
     for r in tqdm(rows, desc="ablation"):
-        image = read_image(manifest.parent / r["image"])
-        stack = read_stack(manifest.parent / r["stack"])
-        gt = read_depth(manifest.parent / r["depth"])
+        image, stack, gt = read_image(r["image"]), read_stack(r["stack"]), read_depth(r["depth"])
         for name, (pred, single) in arms.items():
             d = pred.predict(image, stack, single_frame=single).depth
             per_arm[name].append(compute_metrics(d, gt, max_depth=80.0))
+        if const is not None:
+            from bokehdepth.sweep import sweep_stack
+
+            per_arm["constant"].append(compute_metrics(np.full_like(gt, const), gt, max_depth=80.0))
+            per_arm["sweep"].append(compute_metrics(sweep_stack(stack).depth, gt, max_depth=80.0))
     real = {}
     if args.real:
         from bokehdepth.render import render_stack
@@ -83,6 +96,8 @@ def main() -> None:
         summary[name] = {k: float(np.nanmean([m[k] for m in ms])) for k in ("abs_rel", "delta1", "rmse")}
     base = summary["stack"]["abs_rel"]
     print(f"held-out scenes: {len(rows)} ({args.splits}) from {manifest}; {time.time() - t0:.0f} s")
+    if const is not None:
+        print(f"constant arm: {const:.3f} m (median depth of the training scenes)")
     print("| arm | AbsRel | δ1 | RMSE (m) | AbsRel vs stack |")
     print("|---|---|---|---|---|")
     for name, s in summary.items():

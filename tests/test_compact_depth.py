@@ -38,13 +38,16 @@ def test_forward_backward_shapes():
     m = _model().train()
     ref, st, k = _inputs()
     out = m(ref, st, k)
-    assert out["offset"].shape == out["log_depth"].shape == (2, 32, 32)
-    (out["offset"].mean() + out["log_depth"].mean()).backward()
+    assert out["offset"].shape == out["log_depth"].shape == out["side"].shape == out["confidence"].shape == (2, 32, 32)
+    assert (out["offset"] >= 0).all()  # the unsigned defocus offset |Δ|
+    (sum(v.mean() for v in out.values())).backward()
     assert all(p.grad is not None for p in m.parameters())
 
 
 def test_identity_dsfa_equals_single_frame():
     m = _model(identity_init=True)
+    with torch.no_grad():  # the per-pixel blur-energy channels of the skip are the only other path from the stack
+        m.skip[0].weight[:, 4:] = 0
     ref, st, k = _inputs()
     with torch.no_grad():
         a, b = m(ref, st, k), m(ref, None, None)
@@ -52,6 +55,20 @@ def test_identity_dsfa_equals_single_frame():
     m2 = _model()
     with torch.no_grad():
         assert not torch.allclose(m2(ref, st, k)["offset"], m2(ref, st, k, single_frame=True)["offset"])
+
+
+def test_single_frame_ignores_stack_and_focus():
+    m = _model()
+    ref, st, k = _inputs()
+    df, sign = torch.tensor([0.5, 0.2]), torch.tensor([1.0, -1.0])
+    with torch.no_grad():
+        a = m(ref, st, k, single_frame=True, disp_focus=df, focus_sign=sign)
+        b = m(ref, None, None)
+        c = m(ref, st, k, disp_focus=df, focus_sign=sign)
+        d = m(ref, st, k)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+    assert not torch.allclose(c["log_depth"], d["log_depth"])  # the focus conditioning reaches the head
 
 
 def test_frame_permutation_with_K():
@@ -65,12 +82,26 @@ def test_frame_permutation_with_K():
 
 
 def test_depth_from_outputs_formula():
-    m = _model()
-    off = torch.tensor([[[0.1, -0.2]], [[0.0, 0.0]]])
-    logd = torch.log(torch.tensor([[[2.0, 3.0]], [[4.0, 5.0]]]))
-    d = m.depth_from_outputs({"offset": off, "log_depth": logd}, torch.tensor([0.4, float("nan")]))
-    torch.testing.assert_close(d[0], 1 / (0.4 + off[0]))  # metric: 1/(disp_focus + Δ)
+    m = _model()  # min_disp 0.05, max_disp 2.0 1/m
+    off = torch.tensor([[[0.1, 0.2, 3.0]], [[0.1, 0.2, 0.3]]])
+    side = torch.tensor([[[1.0, -1.0, -1.0]], [[1.0, -1.0, 1.0]]])
+    logd = torch.log(torch.tensor([[[2.0, 3.0, 4.0]], [[4.0, 5.0, 6.0]]]))
+    sure = {"offset": off, "side": side, "log_depth": logd, "confidence": torch.full_like(off, 50.0)}
+    df = torch.tensor([0.4, float("nan")])
+    d = m.depth_from_outputs(sure, df)
+    # side > 0: nearer than focus (+|Δ|); side < 0: behind it (−|Δ|), clamped at min_disp
+    torch.testing.assert_close(d[0, 0], 1 / torch.tensor([0.5, 0.2, 0.05]))
     torch.testing.assert_close(d[1], logd[1].exp())  # unknown focus: monocular branch
+    # the stack's focus side overrides the side head: "far" focus → everything nearer (+|Δ|), clamp at max_disp
+    d = m.depth_from_outputs(sure, df, torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(d[0, 0], 1 / torch.tensor([0.5, 0.6, 2.0]))
+    # zero confidence → the monocular branch; 50/50 → geometric mean of the two
+    unsure = {**sure, "confidence": torch.full_like(off, -50.0)}
+    torch.testing.assert_close(m.depth_from_outputs(unsure, df), logd.exp())
+    half = {**sure, "confidence": torch.zeros_like(off)}
+    torch.testing.assert_close(
+        m.depth_from_outputs(half, df)[0, 0], (logd[0, 0].exp() / torch.tensor([0.5, 0.2, 0.05])).sqrt()
+    )
 
 
 def test_prepare_k_conventions():

@@ -43,6 +43,15 @@ def test_one_K_writes_an_image(scene):
     assert np.array_equal(got[:, :6], image[:, :6])  # the focused near half stays sharp
 
 
+def test_full_resolution_flag_selects_the_full_resolution_path(scene):
+    tmp, image, depth = scene
+    out = tmp / "full.png"
+    argv = ["render", str(tmp / "img.png"), "--depth", str(tmp / "depth.npy"), "--K", "40", "--focus-m", "1"]
+    assert main([*argv, "--full-resolution", "-o", str(out)]) == 0
+    expected = render(image, 1.0 / depth, 40.0, focus_m=1.0, multiscale=False)  # blur radius 30 px: multiscale
+    assert np.abs(read_image(out) - expected).max() <= 0.5 / 255 + 1e-6
+
+
 def test_several_K_write_a_stack_folder(scene):
     tmp, image, depth = scene
     np.save(tmp / "disp.npy", (1.0 / depth).astype(np.float32))

@@ -15,12 +15,22 @@ Design (docs/stage2.md has the rationale and the training command):
   inverse-depth offset at the working width (metric K rescaled by working width / frame width). A
   normalised stack (K in px at 512 px per unit of normalised disparity) is fed as if its disparity span were
   1 1/m: ``K_work = K_n · W_work / 512``.
-- **Head.** A light DPT-style head (1×1 projections of the taps, fused, ×2 upsampling convs with a skip from
-  the reference image) predicts two maps at 1/``out_stride`` of the working size, upsampled bilinearly:
-  ``offset`` Δ (1/m), the signed inverse-depth offset from the focus plane, and ``log_depth`` (log m).
+- **Head.** A light DPT-style head (1×1 projections of the taps, fused, ×2 upsampling convs with a skip at
+  1/``out_stride`` resolution) predicts four maps, upsampled bilinearly: ``offset`` |Δ| ≥ 0 (1/m), the
+  *unsigned* inverse-depth distance to the focus plane, which is what the blur measures (radius ``K_i·|Δ|``
+  px); ``side`` (logit, > 0: nearer than the focus plane); ``confidence`` (logit, trust in the defocus
+  estimate against the monocular one) and ``log_depth`` (log m). The skip sees the reference RGB, its
+  gradient magnitude and the per-pixel mean / max over frames of ``|frame − ref|`` (zero single-frame), so
+  blur is measured at 1/``out_stride`` resolution, not only per 16-px patch.
+- **Focus conditioning.** The head gets ``[disp_focus, known, near, far]`` (1/m and flags) as a learnt bias,
+  so the side and monocular branches know where the focus plane is (without it, the sign of Δ is
+  unidentifiable and an L1 loss on the signed offset collapses to Δ ≈ 0, i.e. "everything in focus").
 - **Metric depth from defocus.** When the stack is metric and ``disp_focus`` (1/m) is known:
-  ``depth = 1 / (disp_focus + Δ)``; the blur radius in frame i is ``K_i·|Δ|``, so the metric scale comes from
-  the calibrated stack alone. Otherwise (normalised stack, unknown focus) ``depth = exp(log_depth)``.
+  ``disp = disp_focus ± |Δ|`` with the sign from the stack's ``focus_side`` when known (``"near"``: every
+  point is behind the focus plane, −; ``"far"``: +), else from the ``side`` head; clamped to
+  ``[min_disp, max_disp]`` (the training range), then blended in log depth with the monocular branch by
+  ``sigmoid(confidence)``. Otherwise (normalised stack, unknown focus, ``single_frame``)
+  ``depth = exp(log_depth)``.
 """
 
 from __future__ import annotations
@@ -43,6 +53,8 @@ __all__ = [
     "load_compact_depth",
     "save_compact_depth",
     "prepare_k",
+    "SIDE_SIGN",
+    "focus_features",
 ]
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "compact_depth.safetensors"
@@ -65,8 +77,10 @@ class CompactDepthConfig:
         head_dim: channel width of the DPT-style head.
         out_stride: the head predicts at 1/out_stride of the working size, then upsamples bilinearly.
         k_unit: K_work (px per 1/m at the working width) that maps to 1.0 at the DSFA K input.
-        min_disp: lower clamp of ``disp_focus + Δ`` in 1/m (so depth ≤ 1/min_disp m).
-        max_depth: upper clamp of the output depth in metres.
+        min_disp: lower clamp of the defocus disparity in 1/m (depth ≤ 1/min_disp m).
+        max_disp: upper clamp of the defocus disparity in 1/m (depth ≥ 1/max_disp m).
+        max_depth: upper clamp of the monocular depth in metres.
+        blur_gain: gain on the frame − reference differences fed to the network (they are small).
         identity_init: DSFA blocks start as exact identities (see DSFAConfig).
     """
 
@@ -81,8 +95,10 @@ class CompactDepthConfig:
     head_dim: int = 48
     out_stride: int = 4
     k_unit: float = 1.0
-    min_disp: float = 0.01
+    min_disp: float = 0.05
+    max_disp: float = 2.0
     max_depth: float = 80.0
+    blur_gain: float = 4.0
     identity_init: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -137,6 +153,28 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GELU())
 
 
+SIDE_SIGN = {"near": -1.0, "far": 1.0}
+"""Sign of ``disp − disp_focus`` implied by a stack's ``focus_side`` ("near": focus on the nearest surface)."""
+
+
+def focus_features(disp_focus: torch.Tensor | None, focus_sign: torch.Tensor | None, batch: int, device, dtype):
+    """[B, 4] focus conditioning ``[disp_focus (1/m, 0 if unknown), known, near, far]``.
+
+    disp_focus: [B] 1/m, NaN where unknown (or None); focus_sign: [B] −1 (near), +1 (far), 0 unknown (or None).
+    """
+    feats = torch.zeros(batch, 4, device=device, dtype=dtype)
+    if disp_focus is not None:
+        df = disp_focus.to(device=device, dtype=dtype).view(-1)
+        known = torch.isfinite(df)
+        feats[:, 0] = torch.nan_to_num(df, nan=0.0)
+        feats[:, 1] = known.to(dtype)
+    if focus_sign is not None:
+        sgn = focus_sign.to(device=device, dtype=dtype).view(-1)
+        feats[:, 2] = (sgn < 0).to(dtype)
+        feats[:, 3] = (sgn > 0).to(dtype)
+    return feats
+
+
 class CompactDepthModel(nn.Module):
     """Small ViT + DSFA + light DPT-style head. See the module docstring for the design."""
 
@@ -155,15 +193,17 @@ class CompactDepthModel(nn.Module):
         )
         c = cfg.head_dim
         self.projects = nn.ModuleList(nn.Conv2d(d, c, 1) for _ in cfg.taps)
+        self.focus_embed = nn.Linear(4, c)
         self.fuse = _conv(c, c)
         n_up = int(round(math.log2(p / cfg.out_stride)))
         self.ups = nn.ModuleList(_conv(c if i == 0 else c // 2, c // 2) for i in range(n_up))
         self.skip = nn.Sequential(
-            nn.Conv2d(3, c // 2, cfg.out_stride, stride=cfg.out_stride),
+            nn.Conv2d(6, c // 2, cfg.out_stride, stride=cfg.out_stride),
             nn.GELU(),
             nn.Conv2d(c // 2, c // 2, 3, padding=1),
         )
-        self.out = nn.Conv2d(c // 2, 2, 3, padding=1)
+        self.refine = _conv(c // 2, c // 2)
+        self.out = nn.Conv2d(c // 2, 4, 3, padding=1)
         self.gradient_checkpointing = False
 
     def forward(
@@ -172,17 +212,22 @@ class CompactDepthModel(nn.Module):
         stack: torch.Tensor | None,
         k_in: torch.Tensor | None,
         single_frame: bool = False,
+        disp_focus: torch.Tensor | None = None,
+        focus_sign: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Predict the offset and log-depth maps.
+        """Predict the defocus, side, confidence and log-depth maps.
 
         Args:
             ref: [B, 3, H, W] sharp reference in [0, 1], H and W multiples of the patch size.
             stack: [B, N, 3, H, W] stack frames (without the reference), or None.
             k_in: [B, N] DSFA K input (see :func:`prepare_k`).
-            single_frame: bypass DSFA (the reference alone).
+            single_frame: bypass DSFA and ignore the stack and its focus (the reference alone).
+            disp_focus: [B] focus disparity (1/m), NaN where unknown; None: unknown.
+            focus_sign: [B] sign of ``disp − disp_focus`` known from the stack (−1 near, +1 far, 0 unknown).
 
         Returns:
-            ``{"offset": [B, H, W] Δ in 1/m, "log_depth": [B, H, W] log metres}``.
+            ``{"offset": |Δ| [B, H, W] 1/m, "side": [B, H, W] logit (nearer than focus),
+            "confidence": [B, H, W] logit, "log_depth": [B, H, W] log metres}``.
         """
         b, _, h, w = ref.shape
         p = self.cfg.patch_size
@@ -190,10 +235,11 @@ class CompactDepthModel(nn.Module):
             raise ValueError(f"compact depth: input {h}x{w} is not a multiple of the patch size {p}")
         if single_frame or stack is None or stack.shape[1] == 0:
             frames = ref.unsqueeze(1)
+            disp_focus = focus_sign = None
         else:
             frames = torch.cat([ref.unsqueeze(1), stack], dim=1)
         nf = frames.shape[1]
-        diff = frames - ref.unsqueeze(1)
+        diff = (frames - ref.unsqueeze(1)) * self.cfg.blur_gain
         x = torch.cat([frames, diff, diff.abs()], dim=2).flatten(0, 1)  # [B·F, 9, H, W]
         tok = self.patch_embed(x)
         gh, gw = tok.shape[-2:]
@@ -209,25 +255,59 @@ class CompactDepthModel(nn.Module):
         blocks = {int(k): v for k, v in self.dsfa.items()}
         feats = fuse_frame_features(feats, blocks, nf, k_in, num_prefix_tokens=0, single_frame=nf == 1)
         fused = sum(proj(f.transpose(1, 2).reshape(b, self.cfg.dim, gh, gw)) for proj, f in zip(self.projects, feats))
-        y = self.fuse(fused)
-        skip = self.skip(ref)
+        cond = self.focus_embed(focus_features(disp_focus, focus_sign, b, ref.device, ref.dtype))
+        y = self.fuse(fused + cond[:, :, None, None])
+        # per-pixel blur energy (mean / max over frames of |frame − ref|, RGB-averaged) and texture strength
+        adiff = diff[:, 1:].abs().mean(2) if nf > 1 else ref.new_zeros(b, 1, h, w)
+        gray = ref.mean(1, keepdim=True)
+        grad = (gray[..., :, 1:] - gray[..., :, :-1]).abs()
+        grad = F.pad(grad, (0, 1)) + F.pad((gray[..., 1:, :] - gray[..., :-1, :]).abs(), (0, 0, 0, 1))
+        skip = self.skip(torch.cat([ref, grad * self.cfg.blur_gain, adiff.mean(1, True), adiff.amax(1, True)], 1))
         for up in self.ups:
             y = up(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
             if y.shape[-2:] == skip.shape[-2:]:
-                y = y + skip
+                y = self.refine(y + skip)
         out = F.interpolate(self.out(y), size=(h, w), mode="bilinear", align_corners=False)
-        return {"offset": out[:, 0], "log_depth": out[:, 1] + 1.5}
+        return {
+            "offset": F.softplus(out[:, 0]) * 0.25,
+            "side": out[:, 1],
+            "confidence": out[:, 2] + 2.0,
+            "log_depth": out[:, 3] + 1.5,
+        }
 
-    def depth_from_outputs(self, outputs: dict[str, torch.Tensor], disp_focus: torch.Tensor | None) -> torch.Tensor:
-        """Metric depth [B, H, W] in metres: ``1/(disp_focus + Δ)`` where ``disp_focus`` [B] (1/m) is known
-        (NaN entries mean unknown), else ``exp(log_depth)``."""
-        mono = outputs["log_depth"].clamp(max=math.log(self.cfg.max_depth)).exp()
+    def defocus_disparity(
+        self, outputs: dict[str, torch.Tensor], disp_focus: torch.Tensor, focus_sign: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Defocus disparity [B, H, W] (1/m): ``disp_focus ± |Δ|`` clamped to ``[min_disp, max_disp]``; the sign
+        from ``focus_sign`` [B] (−1, +1; 0 unknown) where known, else from the side head."""
+        df = torch.nan_to_num(disp_focus.to(outputs["offset"].dtype)).view(-1, 1, 1)
+        sign = torch.where(outputs["side"] > 0, 1.0, -1.0).to(df.dtype)
+        if focus_sign is not None:
+            fs = focus_sign.to(df.dtype).view(-1, 1, 1)
+            sign = torch.where(fs != 0, fs.sign().expand_as(sign), sign)
+        return (df + sign * outputs["offset"]).clamp(self.cfg.min_disp, self.cfg.max_disp)
+
+    def depth_from_outputs(
+        self,
+        outputs: dict[str, torch.Tensor],
+        disp_focus: torch.Tensor | None,
+        focus_sign: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Metric depth [B, H, W] in metres.
+
+        Where ``disp_focus`` [B] (1/m) is known (NaN entries mean unknown): the defocus depth
+        ``1/(disp_focus ± |Δ|)`` (see :meth:`defocus_disparity`) blended in log depth with the monocular
+        branch by ``sigmoid(confidence)``; elsewhere ``exp(log_depth)``.
+        """
+        log_mono = outputs["log_depth"].clamp(max=math.log(self.cfg.max_depth))
         if disp_focus is None:
-            return mono
-        df = disp_focus.to(mono.dtype).view(-1, 1, 1)
+            return log_mono.exp()
+        df = disp_focus.to(log_mono.dtype).view(-1, 1, 1)
         known = torch.isfinite(df)
-        disp = (torch.nan_to_num(df) + outputs["offset"]).clamp(min=self.cfg.min_disp)
-        return torch.where(known, (1.0 / disp).clamp(max=self.cfg.max_depth), mono)
+        log_def = -torch.log(self.defocus_disparity(outputs, disp_focus, focus_sign))
+        c = torch.sigmoid(outputs["confidence"])
+        blended = c * log_def + (1 - c) * log_mono
+        return torch.where(known, blended, log_mono).exp()
 
 
 def prepare_k(K: torch.Tensor, convention: str, frame_width: float, work_width: float, k_unit: float) -> torch.Tensor:

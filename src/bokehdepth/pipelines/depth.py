@@ -109,7 +109,7 @@ class CompactDepthPredictor:
         import torch
         import torch.nn.functional as F
 
-        from ..models.compact_depth import prepare_k
+        from ..models.compact_depth import SIDE_SIGN, prepare_k
 
         t0 = time.perf_counter()
         inp = split_stack(image, stack)
@@ -125,11 +125,14 @@ class CompactDepthPredictor:
         ref = to_t(inp.image[None]).to(dev)
         frames = to_t(inp.frames).unsqueeze(0).to(dev) if len(inp.frames) else None
         k_in = prepare_k(torch.tensor(inp.K, dtype=torch.float32)[None], inp.convention, w, ww, cfg.k_unit).to(dev)
-        metric = inp.convention == "metric" and inp.disp_focus is not None
+        single = single_frame or frames is None
+        metric = inp.convention == "metric" and inp.disp_focus is not None and not single
         df = torch.tensor([inp.disp_focus if metric else float("nan")], dtype=torch.float32, device=dev)
+        side = SIDE_SIGN.get((stack.focus_side if stack is not None else None) or "", 0.0)
+        sign = torch.tensor([side], dtype=torch.float32, device=dev)
         with torch.no_grad():
-            out = self.model(ref, frames, k_in, single_frame=single_frame or frames is None)
-            depth = self.model.depth_from_outputs(out, df)
+            out = self.model(ref, frames, k_in, single_frame=single, disp_focus=df, focus_sign=sign)
+            depth = self.model.depth_from_outputs(out, df, sign)
             depth = F.interpolate(depth[:, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         arr = depth.float().cpu().numpy().astype(np.float32)
         arr[~(np.isfinite(arr) & (arr > 0))] = np.nan
@@ -143,6 +146,8 @@ class CompactDepthPredictor:
                 "n_frames": int(len(inp.frames)),
                 "K_convention": inp.convention,
                 "depth_from": "disp_focus + offset" if metric else "log_depth",
+                "blended_with_log_depth": bool(metric),
+                "focus_side": stack.focus_side if stack is not None else None,
                 "working_size": [hw, ww],
                 "seconds": time.perf_counter() - t0,
             },

@@ -1,14 +1,14 @@
 """``bokehdepth train stage2``: train a Stage-2 depth model with DSFA (accelerate: one CPU, one GPU or many).
 
 - ``--model compact``: the embedded compact ViT + DSFA model (:mod:`bokehdepth.models.compact_depth`), from
-  scratch, on CPU. Loss: SILog (published) on the monocular ``exp(log_depth)`` branch plus a relative L1 in
-  inverse depth on the defocus branch ``disp_focus + Δ`` (see :func:`offset_loss`).
+  scratch, on CPU. Loss: see :func:`compact_losses` (log-L1 on the monocular branch, relative L1 on the
+  unsigned defocus offset |Δ|, a side cross-entropy and a log-L1 on the confidence-blended depth).
 - ``--model dav2-dsfa-s|b|l``: Depth Anything V2 + DSFA as published (``train_dsfa.py``/``dsfa_train.json``):
   initialised from a DAv2 metric checkpoint (``--init``; DSFA blocks with the published init), nothing
   frozen, AdamW lr 5e-6 for all parameters, wd 0.01, SILog on depth in [0.001, 80] m, raw normalised K,
   bf16 on GPU. ``--freeze-backbone`` trains only DSFA + head (not published; for small GPUs).
 
-Data: a JSONL manifest written by ``bokehdepth synth`` (fields in docs/internals.md); frames are resized so
+Data: a JSONL manifest written by ``bokehdepth synth`` (read with :func:`bokehdepth.data.read_manifest`); frames are resized so
 the short side is ``--size`` and centre-cropped to a square. Checkpoints are resumable: ``OUT/last/`` holds
 ``model.safetensors``, ``optimizer.pt`` (tensors only, read back with ``weights_only=True``) and
 ``state.json``; ``OUT/loss.jsonl`` logs every step.
@@ -28,7 +28,16 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["Stage2Batch", "add_arguments", "offset_loss", "run", "silog_loss", "prepare_scene", "load_manifest_scenes"]
+__all__ = [
+    "Stage2Batch",
+    "add_arguments",
+    "offset_loss",
+    "run",
+    "silog_loss",
+    "prepare_scene",
+    "load_manifest_scenes",
+    "compact_losses",
+]
 
 _DAV2 = ("dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l")
 
@@ -71,7 +80,8 @@ class Stage2Batch:
     ref [B,3,H,W] in [0,1]; stack [B,N,3,H,W]; K [B,N] K in the sample's convention; k_width [B] the
     frame width (px) that metric K refers to at the working scale; disp_focus [B] 1/m (NaN unknown);
     disp_span [B] 1/m (GT inverse-depth span, for the normalised K of DAv2); depth [B,H,W] metres (0 invalid);
-    metric [B] bool.
+    metric [B] bool; focus_sign [B] sign of ``disp − disp_focus`` known from ``focus_side`` (−1 near, +1 far,
+    0 unknown).
     """
 
     ref: object
@@ -81,6 +91,7 @@ class Stage2Batch:
     disp_span: object
     depth: object
     metric: object
+    focus_sign: object
 
     def to(self, device, non_blocking: bool = False) -> Stage2Batch:
         """Move every tensor to ``device`` (accelerate calls this on prepared loaders)."""
@@ -154,35 +165,27 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
 def load_manifest_scenes(
     manifest: str | Path, split: str | None, size: int, max_frames: int, multiple: int = 1, max_scenes=None
 ) -> list[dict]:
-    """Read a synth manifest and prepare every scene of ``split`` (None: all) in memory (see prepare_scene)."""
+    """Read a synth manifest (:func:`bokehdepth.data.read_manifest`) and prepare every scene of ``split``
+    (None: all) in memory (see :func:`prepare_scene`); ``focus_sign`` comes from the record's ``focus_side``."""
     from tqdm import tqdm
 
+    from ..data import read_manifest
     from ..io import read_depth, read_image, read_stack
+    from ..models.compact_depth import SIDE_SIGN
 
-    manifest = Path(manifest)
-    if not manifest.is_file():
+    if not Path(manifest).exists():
         raise InputError(f"--data: {manifest} not found; create one with 'bokehdepth synth -o DIR --scenes N'")
-    root = manifest.parent
-    rows = []
-    for i, line in enumerate(manifest.read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except ValueError as exc:
-            raise InputError(f"{manifest}: line {i + 1} is not JSON ({exc}); regenerate the manifest") from exc
-    rows = [r for r in rows if split is None or r.get("split", "train") == split]
+    rows = read_manifest(manifest, split=split)
     if max_scenes:
         rows = rows[:max_scenes]
     if not rows:
         raise InputError(f"{manifest}: no scenes with split '{split}'; check --split")
     scenes = []
     for r in tqdm(rows, desc="loading scenes", leave=False):
-        image = read_image(root / r["image"])
-        stack = read_stack(root / r["stack"])
-        depth = read_depth(root / r["depth"])
-        sc = prepare_scene(image, stack, depth, size, max_frames, multiple)
-        sc["id"] = r.get("id", str(len(scenes)))
+        stack = read_stack(r["stack"])
+        sc = prepare_scene(read_image(r["image"]), stack, read_depth(r["depth"]), size, max_frames, multiple)
+        sc["id"] = r["id"]
+        sc["focus_sign"] = SIDE_SIGN.get(r.get("focus_side") or stack.focus_side or "", 0.0)
         scenes.append(sc)
     n = min(len(s["K"]) for s in scenes)
     if n < max_frames:
@@ -209,6 +212,7 @@ def collate(scenes: list[dict]) -> Stage2Batch:
         disp_span=torch.tensor(span, dtype=torch.float32).clamp(min=1e-3),
         depth=depth,
         metric=torch.tensor([s["convention"] == "metric" for s in scenes]),
+        focus_sign=torch.tensor([float(s.get("focus_sign", 0.0)) for s in scenes], dtype=torch.float32),
     )
 
 
@@ -233,7 +237,7 @@ class _SceneSet:
 
 
 def compact_step(model, batch: Stage2Batch, single_frame: bool):
-    """Compact model: SILog(defocus depth) + SILog(monocular depth). Returns (loss, defocus depth)."""
+    """Compact model loss (see :func:`compact_losses`). Returns (loss, depth [B, H, W] metres)."""
     import torch
 
     from ..models.compact_depth import prepare_k
@@ -245,28 +249,69 @@ def compact_step(model, batch: Stage2Batch, single_frame: bool):
         prepare_k(batch.K, "metric", w, w, cfg.k_unit),
         prepare_k(batch.K, "normalized", w, w, cfg.k_unit),
     )
-    out = model(batch.ref, batch.stack, k_in, single_frame=single_frame)
     df = torch.where(batch.metric, batch.disp_focus, torch.full_like(batch.disp_focus, float("nan")))
-    depth = model.depth_from_outputs(out, df)
-    mono = model.depth_from_outputs(out, None)
-    has_focus = torch.isfinite(df)
-    loss = silog_loss(mono, batch.depth)
-    if has_focus.any():
-        loss = loss + offset_loss(out["offset"][has_focus], df[has_focus], batch.depth[has_focus])
+    if single_frame:
+        df = torch.full_like(df, float("nan"))
+    out = model(batch.ref, batch.stack, k_in, single_frame=single_frame, disp_focus=df, focus_sign=batch.focus_sign)
+    return compact_losses(model, out, df, batch.focus_sign, batch.depth)
+
+
+def compact_losses(model, out: dict, disp_focus, focus_sign, gt, min_depth: float = 1e-3, max_depth: float = 80.0):
+    """Loss of the compact model, every term with bounded gradients:
+
+    - monocular: mean |log pred − log gt| (absolute scale: the synthetic depth distribution is learnable);
+    - where ``disp_focus`` is known: :func:`offset_loss` on the unsigned offset |Δ| (what the blur measures),
+      a binary cross-entropy for the side head (nearer than focus), weighted by ``|Δ| / (|Δ| + 0.05)`` (the
+      side is unobservable at the focus plane), and |log depth − log gt| of the blended output, which trains
+      the confidence (branches detached, so each branch is trained by its own term).
+
+    Args: out: model outputs; disp_focus [B] 1/m (NaN unknown); focus_sign [B]; gt [B, H, W] metres.
+    Returns: (scalar loss, blended depth [B, H, W] metres).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    mask = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+    n = mask.flatten(1).sum(1).clamp(min=1)
+    log_gt = torch.log(gt.clamp(min=min_depth))
+
+    def masked_mean(x, rows=None):
+        per = torch.where(mask, x, 0.0).flatten(1).sum(1) / n
+        return per.mean() if rows is None else per[rows].mean()
+
+    log_mono = out["log_depth"].clamp(max=math.log(max_depth))
+    loss = masked_mean((log_mono - log_gt).abs())
+    depth = model.depth_from_outputs(out, disp_focus, focus_sign)
+    has = torch.isfinite(disp_focus)
+    if has.any():
+        df = torch.nan_to_num(disp_focus).view(-1, 1, 1)
+        delta = 1.0 / gt.clamp(min=min_depth) - df
+        loss = loss + offset_loss(out["offset"][has], torch.zeros_like(df[has, 0, 0]), gt[has], delta=delta[has])
+        wgt = delta.abs() / (delta.abs() + 0.05)
+        bce = F.binary_cross_entropy_with_logits(out["side"], (delta > 0).to(gt.dtype), reduction="none")
+        loss = loss + 0.5 * masked_mean(wgt * bce, has)
+        detached = {k: v.detach() for k, v in out.items() if k != "confidence"}
+        detached["confidence"] = out["confidence"]
+        blended = model.depth_from_outputs(detached, disp_focus, focus_sign)
+        loss = loss + masked_mean((torch.log(blended) - log_gt).abs(), has)
     return loss, depth
 
 
-def offset_loss(offset, disp_focus, gt, min_depth: float = 1e-3, max_depth: float = 80.0):
-    """Relative L1 in inverse depth for the defocus branch: ``mean|disp_focus + Δ − 1/gt| / mean(1/gt)`` per
-    sample over valid GT (bounded gradients, unlike a log loss through ``1/(disp_focus + Δ)``).
+def offset_loss(offset, disp_focus, gt, min_depth: float = 1e-3, max_depth: float = 80.0, delta=None):
+    """Relative L1 in inverse depth: ``mean|disp_focus + Δ − 1/gt| / mean(1/gt)`` per sample over valid GT
+    (bounded gradients, unlike a log loss through ``1/(disp_focus + Δ)``). With ``delta`` given (the unsigned
+    head), the target is ``|delta|`` instead: ``mean|Δ − |delta|| / mean(1/gt)``.
 
-    offset: [B, H, W] Δ (1/m); disp_focus: [B] (1/m); gt: [B, H, W] metres.
+    offset: [B, H, W] Δ (1/m); disp_focus: [B] (1/m); gt: [B, H, W] metres; delta: [B, H, W] 1/m or None.
     """
     import torch
 
     mask = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
     gdisp = torch.where(mask, 1.0 / gt.clamp(min=min_depth), 0.0)
-    err = torch.where(mask, (disp_focus.view(-1, 1, 1) + offset - gdisp).abs(), 0.0)
+    if delta is None:
+        err = torch.where(mask, (disp_focus.view(-1, 1, 1) + offset - gdisp).abs(), 0.0)
+    else:
+        err = torch.where(mask, (offset - delta.abs()).abs(), 0.0)
     n = mask.flatten(1).sum(1).clamp(min=1)
     return ((err.flatten(1).sum(1) / n) / (gdisp.flatten(1).sum(1) / n).clamp(min=1e-6)).mean()
 
