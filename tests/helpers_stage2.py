@@ -7,11 +7,11 @@ renderer that keeps the stack's physics (blur grows with K and with the inverse-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from bokehdepth.data import write_manifest
 from bokehdepth.io import Stack, write_image, write_stack
 
 
@@ -63,10 +63,10 @@ def write_dataset(root: Path, n: int, size: int = 32) -> Path:
                 "K": stack.K,
                 "K_convention": "metric",
                 "disp_focus": stack.disp_focus,
+                "focus_side": stack.focus_side,
+                "intrinsics": {"fx": float(size), "fy": float(size), "cx": (size - 1) / 2, "cy": (size - 1) / 2},
                 "split": "test" if i % 4 == 3 else "train",
                 "size": [size, size],
             }
         )
-    path = root / "manifest.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_manifest(root / "manifest.jsonl", rows)

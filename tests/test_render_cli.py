@@ -43,13 +43,19 @@ def test_one_K_writes_an_image(scene):
     assert np.array_equal(got[:, :6], image[:, :6])  # the focused near half stays sharp
 
 
-def test_full_resolution_flag_selects_the_full_resolution_path(scene):
-    tmp, image, depth = scene
-    out = tmp / "full.png"
-    argv = ["render", str(tmp / "img.png"), "--depth", str(tmp / "depth.npy"), "--K", "40", "--focus-m", "1"]
-    assert main([*argv, "--full-resolution", "-o", str(out)]) == 0
-    expected = render(image, 1.0 / depth, 40.0, focus_m=1.0, multiscale=False)  # blur radius 30 px: multiscale
-    assert np.abs(read_image(out) - expected).max() <= 0.5 / 255 + 1e-6
+def test_full_resolution_flag_selects_the_full_resolution_path(tmp_path, rng):
+    image = (np.round(rng.random((32, 32, 3)) * 255) / 255).astype(np.float32)
+    depth = np.where(np.arange(32)[None, :] < 16, 1.0, 4.0) * np.ones((32, 1), dtype=np.float32)
+    write_image(tmp_path / "img.png", image)
+    np.save(tmp_path / "depth.npy", depth)
+    argv = ["render", str(tmp_path / "img.png"), "--depth", str(tmp_path / "depth.npy"), "--K", "20", "--focus-m", "1"]
+    full = render(image, 1.0 / depth, 20.0, focus_m=1.0, multiscale=False)  # far half: 15 px blur
+    fast = render(image, 1.0 / depth, 20.0, focus_m=1.0)
+    assert np.abs(full - fast).max() > 4 / 255  # the two paths differ here, so the flag is observable
+    for extra, expected in ((["--full-resolution"], full), ([], fast)):
+        out = tmp_path / f"out{len(extra)}.png"
+        assert main([*argv, *extra, "-o", str(out)]) == 0
+        assert np.abs(read_image(out) - expected).max() <= 0.5 / 255 + 1e-6
 
 
 def test_several_K_write_a_stack_folder(scene):
