@@ -43,6 +43,15 @@ def test_offset_loss_is_relative_inverse_depth_l1():
     assert offset_loss(off, df, gt).item() == pytest.approx(0.1 / (1.75 / 3), rel=1e-5)
 
 
+def test_offset_loss_unsigned_target():
+    gt = torch.tensor([[[1.0, 2.0], [4.0, 0.0]]])  # disparities 1, 0.5, 0.25; last pixel invalid
+    delta = 1 / gt.clamp(min=1e-3) - 0.5  # signed offsets 0.5, 0, -0.25 from a focus at 0.5 1/m
+    zero = torch.zeros(1)
+    assert offset_loss(delta.abs(), zero, gt, delta=delta).item() == pytest.approx(0.0, abs=1e-7)
+    # the sign is not part of the target: -|Δ| is wrong by 2|Δ| where Δ ≠ 0
+    assert offset_loss(-delta.abs(), zero, gt, delta=delta).item() == pytest.approx(1.5 / 3 / (1.75 / 3), rel=1e-5)
+
+
 def test_compact_two_steps_resume_and_export(manifest, tmp_path):
     from bokehdepth.models.compact_depth import load_compact_depth
 
