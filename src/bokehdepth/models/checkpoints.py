@@ -20,6 +20,8 @@ __all__ = [
     "file_sha256",
     "load_state_dict_file",
     "load_strict",
+    "read_safetensors_metadata",
+    "resolve_local_weights",
     "resolve_weights",
     "weights_root",
 ]
@@ -145,3 +147,27 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from exc
     return h.hexdigest()
+
+
+def resolve_local_weights(weights: str | os.PathLike | None, default: Path, retrain: str) -> Path:
+    """A project-trained weights file: ``weights`` (a file, or a folder holding ``default.name``), or the
+    embedded ``default`` when None. ``retrain`` is the command named in the error when the file is absent."""
+    path = Path(weights) if weights is not None else Path(default)
+    if path.is_dir():
+        path = path / Path(default).name
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights not found; pass --weights FILE or retrain with '{retrain}'")
+    return path
+
+
+def read_safetensors_metadata(path: str | os.PathLike, retrain: str) -> dict[str, str]:
+    """The string metadata of a safetensors file (where the compact models keep their config)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a safetensors file ({type(exc).__name__}); pass a file written by '{retrain}'"
+        ) from exc

@@ -341,27 +341,18 @@ def load_compact_depth(path: str | Path | None = None, device: str = "cpu") -> C
 
     ``path`` None loads the embedded default weights.
     """
-    from safetensors import safe_open
-
     from ..errors import CheckpointError
-    from .checkpoints import load_state_dict_file, load_strict
+    from .checkpoints import load_state_dict_file, load_strict, read_safetensors_metadata, resolve_local_weights
 
-    path = Path(path) if path is not None else DEFAULT_WEIGHTS
-    if path.is_dir():
-        path = path / DEFAULT_WEIGHTS.name
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: compact depth weights not found; reinstall bokehdepth or retrain with "
-            "'bokehdepth train stage2 --model compact' (docs/stage2.md)"
-        )
+    retrain = "bokehdepth train stage2 --model compact"
+    path = resolve_local_weights(path, DEFAULT_WEIGHTS, retrain)
+    meta = read_safetensors_metadata(path, retrain)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
         cfg = CompactDepthConfig.from_json(meta["config"])
-    except Exception as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(
-            f"{path}: not a compact depth checkpoint (no config in its safetensors metadata: {exc}); "
-            "pass a file written by 'bokehdepth train stage2 --model compact'"
+            f"{path}: not a compact depth checkpoint (no valid config in its safetensors metadata: {exc}); "
+            f"pass a file written by '{retrain}'"
         ) from exc
     model = CompactDepthModel(cfg)
     load_strict(model, load_state_dict_file(path), path)

@@ -395,37 +395,22 @@ def save_compact_generator(model: CompactGenerator, path: str | Path, extra_meta
     save_file(state, str(path), metadata=meta)
 
 
+_RETRAIN = "bokehdepth train stage1 --model compact"
+
+
 def read_generator_metadata(path: str | Path) -> dict[str, str]:
     """The safetensors metadata of a compact generator file (``config``, ``format``, training info)."""
-    from safetensors import safe_open
+    from .checkpoints import read_safetensors_metadata
 
-    from ..errors import CheckpointError
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path}: not a safetensors file ({type(exc).__name__}); pass a file written by "
-            "'bokehdepth train stage1 --model compact'"
-        ) from exc
-    return meta
+    return read_safetensors_metadata(path, _RETRAIN)
 
 
 def resolve_generator_weights(weights: str | Path | None) -> Path:
     """The compact generator file: ``weights`` (a file, or a folder holding ``compact_generator.safetensors``),
     or the embedded default when None."""
-    from ..errors import CheckpointError
+    from .checkpoints import resolve_local_weights
 
-    path = Path(weights) if weights is not None else DEFAULT_WEIGHTS
-    if path.is_dir():
-        path = path / DEFAULT_WEIGHTS.name
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path}: compact generator weights not found; pass --weights FILE or retrain with "
-            "'bokehdepth train stage1 --model compact' (docs/stage1.md)"
-        )
-    return path
+    return resolve_local_weights(weights, DEFAULT_WEIGHTS, _RETRAIN)
 
 
 def load_compact_generator(weights: str | Path | None = None, device: str = "cpu") -> CompactGenerator:
