@@ -12,6 +12,8 @@ number for every pixel) and ``sweep`` (the classical Depth-from-Bokeh sweep, ``b
 on the same stacks).
 
 Metrics (no alignment, metric depth): AbsRel, δ1 (and RMSE), averaged over scenes, via bokehdepth.eval.metrics.
+A second table splits AbsRel by whether the stack records its focus side (``focus_side`` near/far: the sign of
+``disp − disp_focus`` is known) or not (focus inside the scene: the sign must come from image cues).
 
     nice venv/bin/python bench/stage2_ablation.py --data DATA/manifest.jsonl \
         --mono-weights RUN_MONO/compact_depth.safetensors [--stack-weights FILE] [--json OUT.json]
@@ -64,6 +66,7 @@ def main() -> None:
     if args.mono_weights:
         arms["no-stack-trained"] = (load_depth_predictor("compact", args.mono_weights, args.device), True)
     per_arm: dict[str, list[dict]] = {a: [] for a in arms}
+    side_known = [bool(r.get("focus_side")) for r in rows]
     t0 = time.time()
     if const is not None:
         per_arm["constant"], per_arm["sweep"] = [], []
@@ -103,6 +106,15 @@ def main() -> None:
     for name, s in summary.items():
         rel = "—" if name == "stack" else f"stack is {100 * (1 - base / s['abs_rel']):.0f} % lower"
         print(f"| {name} | {s['abs_rel']:.3f} | {s['delta1']:.3f} | {s['rmse']:.2f} | {rel} |")
+    print("\nAbsRel by focus side (known: the stack records near/far focus; unknown: focus inside the scene):")
+    print(f"| arm | side known ({sum(side_known)} scenes) | side unknown ({len(rows) - sum(side_known)} scenes) |")
+    print("|---|---|---|")
+    by_side = {}
+    for name, ms in per_arm.items():
+        known = [m["abs_rel"] for m, k in zip(ms, side_known) if k]
+        unknown = [m["abs_rel"] for m, k in zip(ms, side_known) if not k]
+        by_side[name] = {"known": float(np.nanmean(known)), "unknown": float(np.nanmean(unknown))}
+        print(f"| {name} | {by_side[name]['known']:.3f} | {by_side[name]['unknown']:.3f} |")
     if real:
         print(f"\nreal RGB-D example {args.real[0]} (stack rendered from its depth):")
         print("| arm | AbsRel | δ1 | RMSE (m) |")
@@ -113,6 +125,7 @@ def main() -> None:
         out = {
             "n_scenes": len(rows),
             "arms": summary,
+            "abs_rel_by_focus_side": by_side,
             "real": {k: {m: float(v[m]) for m in ("abs_rel", "delta1", "rmse")} for k, v in real.items()},
         }
         Path(args.json).write_text(json.dumps(out, indent=2))

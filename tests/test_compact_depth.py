@@ -143,3 +143,25 @@ def test_embedded_weights_are_small_and_load():
     assert 0.5e6 < sum(p.numel() for p in m.parameters()) < 10e6
     out = m(torch.rand(1, 3, 64, 64), torch.rand(1, 2, 3, 64, 64), torch.tensor([[1.0, 2.0]]))
     assert np.isfinite(out["offset"].detach().numpy()).all()
+
+
+def test_cost_volume_cached_equals_computed_and_single_frame_ignores_it():
+    m = _model(cost_bins=6)
+    ref, st, k = _inputs()
+    cost = m.cost_volume(ref, st, k)
+    assert cost.shape == (2, 6, 32, 32)
+    with torch.no_grad():
+        a, b = m(ref, st, k), m(ref, st, k, cost=cost)
+        torch.testing.assert_close(a["offset"], b["offset"])
+        c = m(ref, st, k, cost=cost * 3 + 1)  # the features reach the output
+        assert not torch.allclose(a["offset"], c["offset"])
+        s1, s2 = m(ref, None, None), m(ref, st, k, single_frame=True, cost=cost)
+        torch.testing.assert_close(s1["log_depth"], s2["log_depth"])
+
+
+def test_config_without_cost_bins_loads_as_before(tmp_path):
+    m = _model()
+    assert m.cfg.cost_bins == 0 and m.skip[0].in_channels == 6
+    path = tmp_path / "m.safetensors"
+    save_compact_depth(m, path)
+    assert load_compact_depth(path).cfg.cost_bins == 0

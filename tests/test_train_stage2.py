@@ -69,6 +69,22 @@ def test_compact_two_steps_resume_and_export(manifest, tmp_path):
     assert m.cfg.dim == 32
 
 
+def test_compact_cost_volume_and_stack_dropout(manifest, tmp_path, monkeypatch):
+    from bokehdepth.train import stage2
+
+    seen = []
+    real_step = stage2.compact_step
+    monkeypatch.setattr(
+        stage2, "compact_step", lambda m, b, single: seen.append((single, b.cost)) or real_step(m, b, single)
+    )
+    cfg = json.dumps({**json.loads(TINY_COMPACT), "cost_bins": 4})
+    args = ["train", "stage2", "--data", str(manifest), "-o", str(tmp_path / "run"), "--batch-size", "2"]
+    assert main([*args, "--size", "32", "--config", cfg, "--steps", "6", "--stack-dropout", "0.5"]) == 0
+    singles = [s for s, _ in seen]
+    assert len(seen) == 6 and any(singles) and not all(singles)  # seed-fixed mix of stack and single-frame steps
+    assert all(c is not None and c.shape == (2, 4, 32, 32) for _, c in seen)  # the cached cost volumes
+
+
 def test_dav2_preset_two_steps_tiny(manifest, tmp_path):
     tiny = dict(
         hidden_size=32,

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .defocus_volume import candidate_offsets, defocus_cost_volume
 from .dsfa import DividedSpaceFocusBlock, DSFAConfig, fuse_frame_features
 
 __all__ = [
@@ -82,6 +83,9 @@ class CompactDepthConfig:
         max_depth: upper clamp of the monocular depth in metres.
         blur_gain: gain on the frame − reference differences fed to the network (they are small).
         identity_init: DSFA blocks start as exact identities (see DSFAConfig).
+        cost_bins: candidate offsets of the defocus cost volume fed to the head's skip
+            (:mod:`.defocus_volume`; 0 = no cost volume, the first embedded model's layout).
+        cost_window: box window (px at the working size) of the cost volume.
     """
 
     image_size: int = 128
@@ -100,6 +104,8 @@ class CompactDepthConfig:
     max_depth: float = 80.0
     blur_gain: float = 4.0
     identity_init: bool = False
+    cost_bins: int = 0
+    cost_window: int = 7
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -197,8 +203,12 @@ class CompactDepthModel(nn.Module):
         self.fuse = _conv(c, c)
         n_up = int(round(math.log2(p / cfg.out_stride)))
         self.ups = nn.ModuleList(_conv(c if i == 0 else c // 2, c // 2) for i in range(n_up))
+        self.register_buffer(
+            "cost_offsets", candidate_offsets(cfg.cost_bins, cfg.max_disp - cfg.min_disp), persistent=False
+        )
+        n_cost = cfg.cost_bins + 2 if cfg.cost_bins else 0
         self.skip = nn.Sequential(
-            nn.Conv2d(6, c // 2, cfg.out_stride, stride=cfg.out_stride),
+            nn.Conv2d(6 + n_cost, c // 2, cfg.out_stride, stride=cfg.out_stride),
             nn.GELU(),
             nn.Conv2d(c // 2, c // 2, 3, padding=1),
         )
@@ -214,6 +224,7 @@ class CompactDepthModel(nn.Module):
         single_frame: bool = False,
         disp_focus: torch.Tensor | None = None,
         focus_sign: torch.Tensor | None = None,
+        cost: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predict the defocus, side, confidence and log-depth maps.
 
@@ -224,6 +235,8 @@ class CompactDepthModel(nn.Module):
             single_frame: bypass DSFA and ignore the stack and its focus (the reference alone).
             disp_focus: [B] focus disparity (1/m), NaN where unknown; None: unknown.
             focus_sign: [B] sign of ``disp − disp_focus`` known from the stack (−1 near, +1 far, 0 unknown).
+            cost: [B, cost_bins, H, W] precomputed :meth:`cost_volume` (the trainer caches it); None: computed
+                here when ``cfg.cost_bins`` > 0.
 
         Returns:
             ``{"offset": |Δ| [B, H, W] 1/m, "side": [B, H, W] logit (nearer than focus),
@@ -262,7 +275,13 @@ class CompactDepthModel(nn.Module):
         gray = ref.mean(1, keepdim=True)
         grad = (gray[..., :, 1:] - gray[..., :, :-1]).abs()
         grad = F.pad(grad, (0, 1)) + F.pad((gray[..., 1:, :] - gray[..., :-1, :]).abs(), (0, 0, 0, 1))
-        skip = self.skip(torch.cat([ref, grad * self.cfg.blur_gain, adiff.mean(1, True), adiff.amax(1, True)], 1))
+        skip_in = [ref, grad * self.cfg.blur_gain, adiff.mean(1, True), adiff.amax(1, True)]
+        if self.cfg.cost_bins:
+            if nf == 1:
+                skip_in.append(ref.new_zeros(b, self.cfg.cost_bins + 2, h, w))
+            else:
+                skip_in.append(self.cost_features(self.cost_volume(ref, stack, k_in) if cost is None else cost))
+        skip = self.skip(torch.cat(skip_in, 1))
         for up in self.ups:
             y = up(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
             if y.shape[-2:] == skip.shape[-2:]:
@@ -274,6 +293,28 @@ class CompactDepthModel(nn.Module):
             "confidence": out[:, 2] + 2.0,
             "log_depth": out[:, 3] + 1.5,
         }
+
+    def cost_volume(self, ref: torch.Tensor, stack: torch.Tensor, k_in: torch.Tensor) -> torch.Tensor:
+        """[B, cost_bins, H, W] defocus cost of each candidate |Δ| (grey, see :mod:`.defocus_volume`).
+
+        ``k_in`` [B, N] is the DSFA K input; the blur per unit offset at the working width is
+        ``k_in · cfg.k_unit`` px per 1/m (per unit normalised disparity for a normalised stack).
+        """
+        grey = ref.mean(1, keepdim=True)
+        k_px = k_in.reshape(k_in.shape[0], -1) * self.cfg.k_unit
+        return defocus_cost_volume(
+            grey, stack.mean(2, keepdim=True), k_px, self.cost_offsets, window=self.cfg.cost_window
+        )
+
+    def cost_features(self, cost: torch.Tensor) -> torch.Tensor:
+        """Texture-invariant features of a cost volume: ``cost / mean − 1`` per candidate, the soft-argmin
+        |Δ| (as a fraction of the candidate range) and the log mean cost (how much evidence there is)."""
+        mean = cost.mean(1, keepdim=True)
+        rel = cost / (mean + 1e-5)
+        weights = torch.softmax(-4.0 * rel, dim=1)
+        offs = self.cost_offsets.to(cost.dtype).view(1, -1, 1, 1)
+        soft = (weights * offs).sum(1, keepdim=True) / offs.max()
+        return torch.cat([rel - 1.0, soft, (torch.log(mean + 1e-5) + 7.0) / 3.0], 1)
 
     def defocus_disparity(
         self, outputs: dict[str, torch.Tensor], disp_focus: torch.Tensor, focus_sign: torch.Tensor | None = None

@@ -54,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="training crop in px (default: 128 compact, 518 DAv2)")
     p.add_argument("--max-frames", type=int, default=3, help="non-reference stack frames per sample")
     p.add_argument("--single-frame", action="store_true", help="train without stacks (the ablation arm)")
+    p.add_argument(
+        "--stack-dropout",
+        type=float,
+        default=0.0,
+        help="compact: fraction of steps trained single-frame (no stack, no focus), so one set of weights also "
+        "serves --single-frame (the embedded recipe uses 0.2)",
+    )
     p.add_argument("--split", default="train", help="manifest split to train on")
     p.add_argument("--max-scenes", type=int, default=None, help="use at most this many scenes")
     p.add_argument("--mixed-precision", default="no", choices=("no", "fp16", "bf16"))
@@ -81,7 +88,7 @@ class Stage2Batch:
     frame width (px) that metric K refers to at the working scale; disp_focus [B] 1/m (NaN unknown);
     disp_span [B] 1/m (GT inverse-depth span, for the normalised K of DAv2); depth [B,H,W] metres (0 invalid);
     metric [B] bool; focus_sign [B] sign of ``disp − disp_focus`` known from ``focus_side`` (−1 near, +1 far,
-    0 unknown).
+    0 unknown); cost [B,J,H,W] the compact model's cached defocus cost volume, or None.
     """
 
     ref: object
@@ -92,10 +99,13 @@ class Stage2Batch:
     depth: object
     metric: object
     focus_sign: object
+    cost: object = None
 
     def to(self, device, non_blocking: bool = False) -> Stage2Batch:
         """Move every tensor to ``device`` (accelerate calls this on prepared loaders)."""
-        return Stage2Batch(**{k: v.to(device, non_blocking=non_blocking) for k, v in self.__dict__.items()})
+        return Stage2Batch(
+            **{k: None if v is None else v.to(device, non_blocking=non_blocking) for k, v in self.__dict__.items()}
+        )
 
 
 def silog_loss(pred, gt, min_depth: float = 1e-3, max_depth: float = 80.0, lam: float = 0.5):
@@ -213,6 +223,7 @@ def collate(scenes: list[dict]) -> Stage2Batch:
         depth=depth,
         metric=torch.tensor([s["convention"] == "metric" for s in scenes]),
         focus_sign=torch.tensor([float(s.get("focus_sign", 0.0)) for s in scenes], dtype=torch.float32),
+        cost=torch.from_numpy(np.stack([s["cost"] for s in scenes])).float() if "cost" in scenes[0] else None,
     )
 
 
@@ -227,13 +238,34 @@ class _SceneSet:
 
     def __getitem__(self, i: int) -> dict:
         s = dict(self.scenes[i])
-        if self.rng.random() < 0.5:
-            s["ref"], s["stack"], s["depth"] = (
-                s["ref"][..., ::-1].copy(),
-                s["stack"][..., ::-1].copy(),
-                s["depth"][..., ::-1].copy(),
-            )
+        if self.rng.random() < 0.5:  # every per-pixel array is flipped together (the disc is symmetric)
+            for key in ("ref", "stack", "depth", "cost"):
+                if key in s:
+                    s[key] = s[key][..., ::-1].copy()
         return s
+
+
+def cache_cost_volumes(model, scenes: list[dict], batch_size: int = 16) -> None:
+    """Compute the compact model's defocus cost volume once per (unflipped) scene and keep it in
+    ``scene["cost"]`` (float16 [J, H, W]); the volume depends on the data only, not on the weights."""
+    import torch
+    from tqdm import tqdm
+
+    from ..models.compact_depth import prepare_k
+
+    metric = [s for s in scenes if len(s["K"])]
+    for i in tqdm(range(0, len(metric), batch_size), desc="cost volumes", leave=False):
+        chunk = metric[i : i + batch_size]
+        b = collate(chunk)
+        w = b.ref.shape[-1]
+        k_in = torch.where(
+            b.metric[:, None],
+            prepare_k(b.K, "metric", w, w, model.cfg.k_unit),
+            prepare_k(b.K, "normalized", w, w, model.cfg.k_unit),
+        )
+        cost = model.cost_volume(b.ref, b.stack, k_in).to(torch.float16).numpy()
+        for s, c in zip(chunk, cost):
+            s["cost"] = c
 
 
 def compact_step(model, batch: Stage2Batch, single_frame: bool):
@@ -252,7 +284,15 @@ def compact_step(model, batch: Stage2Batch, single_frame: bool):
     df = torch.where(batch.metric, batch.disp_focus, torch.full_like(batch.disp_focus, float("nan")))
     if single_frame:
         df = torch.full_like(df, float("nan"))
-    out = model(batch.ref, batch.stack, k_in, single_frame=single_frame, disp_focus=df, focus_sign=batch.focus_sign)
+    out = model(
+        batch.ref,
+        batch.stack,
+        k_in,
+        single_frame=single_frame,
+        disp_focus=df,
+        focus_sign=batch.focus_sign,
+        cost=batch.cost,
+    )
     return compact_losses(model, out, df, batch.focus_sign, batch.depth)
 
 
@@ -404,6 +444,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             model.model.backbone.gradient_checkpointing_enable()
     scenes = load_manifest_scenes(args.data, args.split, size, args.max_frames, multiple, args.max_scenes)
+    if args.model == "compact" and model.cfg.cost_bins and not args.single_frame:
+        cache_cost_volumes(model, scenes)
     loader = torch.utils.data.DataLoader(
         _SceneSet(scenes, args.seed),
         batch_size=min(args.batch_size, len(scenes)),
@@ -447,15 +489,15 @@ def run(args: argparse.Namespace) -> int:
     model.train()
     log = (out / "loss.jsonl").open("a")
     step, t0 = start, time.time()
+    drop_rng = random.Random(args.seed + 1)
     bar = tqdm(total=args.steps, initial=start, desc=f"stage2 {args.model}", disable=not accelerator.is_main_process)
     while step < args.steps and progress(step) < 1.0:
         for batch in loader:
             if step >= args.steps or progress(step) >= 1.0:
                 break
             with accelerator.autocast():
-                loss, _ = step_fn(
-                    accelerator.unwrap_model(model) if args.model == "compact" else model, batch, args.single_frame
-                )
+                single = args.single_frame or drop_rng.random() < args.stack_dropout
+                loss, _ = step_fn(accelerator.unwrap_model(model) if args.model == "compact" else model, batch, single)
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(params, 1.0)
