@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 from torch import nn
 
 __all__ = [
@@ -120,18 +121,6 @@ def disc_kernel(radius: float, size: int, device=None, dtype=torch.float32) -> t
     return k / k.sum()
 
 
-def _fft_size(n: int) -> int:
-    """Smallest size ≥ n whose only prime factors are 2, 3 and 5 (fast FFT lengths)."""
-    while True:
-        m = n
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
-
-
 @functools.lru_cache(maxsize=8)
 def _kernel_spectra(radii: tuple[float, ...], pad: int, ph: int, pw: int, device: str) -> torch.Tensor:
     """rfft2 of the discs of ``radii`` (px), centred at (0, 0) in a (ph, pw) frame: (L, ph, pw//2+1) complex.
@@ -163,7 +152,7 @@ def fft_disc_blur(linear: torch.Tensor, radii: list[float]) -> torch.Tensor:
     mode = "reflect" if pad < h and pad < w else "replicate"  # reflect cannot pad beyond the size
     padded = F.pad(linear.float(), (pad, pad, pad, pad), mode=mode)
     # zero-extend to fast FFT lengths; the circular wrap never reaches the cropped centre (kernel ≤ pad)
-    ph, pw = _fft_size(h + 2 * pad), _fft_size(w + 2 * pad)
+    ph, pw = next_fast_len(h + 2 * pad, True), next_fast_len(w + 2 * pad, True)
     padded = F.pad(padded, (0, pw - padded.shape[-1], 0, ph - padded.shape[-2]))
     kernel_spec = _kernel_spectra(tuple(float(r) for r in radii), pad, ph, pw, str(linear.device))
     spec = torch.fft.rfft2(padded)[:, None] * kernel_spec[None, :, None]  # (B, L, C, ph, pw/2+1)

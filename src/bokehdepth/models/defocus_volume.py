@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from scipy.fft import next_fast_len
 
 from ..render.kernels import EDGE_SLOPE, PLATEAU, TAIL
 
@@ -55,18 +56,6 @@ def disc_kernel_spectra(radius: torch.Tensor, size: tuple[int, int]) -> torch.Te
     return torch.fft.rfft2(k)
 
 
-def _fft_size(n: int) -> int:
-    """Smallest size ≥ n whose prime factors are 2, 3 and 5 (fast FFT lengths)."""
-    while True:
-        m = n
-        for p in (2, 3, 5):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
-
-
 @torch.no_grad()
 def defocus_cost_volume(
     ref: torch.Tensor,
@@ -96,7 +85,10 @@ def defocus_cost_volume(
     radii = (K_px.to(ref.dtype)[:, :, None] * offsets.to(ref.dtype)[None, None, :]).clamp(min=0.0)  # [B, N, J]
     pad = int(min(torch.ceil(radii.max()).item() + 1, h - 1, w - 1))
     padded = F.pad(lin_ref, (pad, pad, pad, pad), mode="reflect")
-    hp, wp = _fft_size(h + 2 * pad), _fft_size(w + 2 * pad)  # the rest of the frame is zero (never read back)
+    hp, wp = (
+        next_fast_len(h + 2 * pad, True),
+        next_fast_len(w + 2 * pad, True),
+    )  # the rest of the frame is zero (never read back)
     spec_ref = torch.fft.rfft2(padded, s=(hp, wp))  # [B, C, hp, wp//2+1]
     unique, inverse = torch.unique(radii, return_inverse=True)  # a batch usually shares its K values
     spectra = disc_kernel_spectra(unique, (hp, wp))[inverse]  # [B, N, J, hp, wp//2+1]
