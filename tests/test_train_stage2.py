@@ -75,7 +75,9 @@ def test_compact_cost_volume_and_stack_dropout(manifest, tmp_path, monkeypatch):
     seen = []
     real_step = stage2.compact_step
     monkeypatch.setattr(
-        stage2, "compact_step", lambda m, b, single: seen.append((single, b.cost)) or real_step(m, b, single)
+        stage2,
+        "compact_step",
+        lambda m, b, single, **kw: seen.append((single, b.cost)) or real_step(m, b, single, **kw),
     )
     cfg = json.dumps({**json.loads(TINY_COMPACT), "cost_bins": 4})
     args = ["train", "stage2", "--data", str(manifest), "-o", str(tmp_path / "run"), "--batch-size", "2"]
@@ -113,3 +115,19 @@ def test_missing_manifest_is_an_error(tmp_path, capsys):
     assert main(["train", "stage2", "--data", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "none.jsonl" in err
+
+
+def test_log_disparity_term_is_the_defocus_log_error_with_the_true_side():
+    from bokehdepth.models.compact_depth import CompactDepthConfig, CompactDepthModel
+    from bokehdepth.train.stage2 import compact_losses
+
+    model = CompactDepthModel(CompactDepthConfig(**json.loads(TINY_COMPACT)))
+    gt = torch.tensor([[[2.0, 0.8]]])  # disparities 0.5 (behind the focus plane) and 1.25 (in front)
+    df = torch.tensor([1.0])
+    out = {k: torch.zeros(1, 1, 2) for k in ("side", "confidence", "log_depth")}
+    out["offset"] = torch.tensor([[[0.3, 0.25]]])  # true |Δ| = 0.5 and 0.25
+    sign = torch.zeros(1)
+    with_term = compact_losses(model, out, df, sign, gt, log_disp_weight=1.0)[0]
+    without = compact_losses(model, out, df, sign, gt, log_disp_weight=0.0)[0]
+    # pixel 1: disp 1 − 0.3 = 0.7 against 0.5; pixel 2 exact (1 + 0.25 = 1.25)
+    assert (with_term - without).item() == pytest.approx(math.log(0.7 / 0.5) / 2, rel=1e-5)

@@ -17,6 +17,7 @@ the short side is ``--size`` and centre-cropped to a square. Checkpoints are res
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -54,6 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=None, help="training crop in px (default: 128 compact, 518 DAv2)")
     p.add_argument("--max-frames", type=int, default=3, help="non-reference stack frames per sample")
     p.add_argument("--single-frame", action="store_true", help="train without stacks (the ablation arm)")
+    p.add_argument(
+        "--log-disp-weight",
+        type=float,
+        default=1.0,
+        help="compact: weight of the defocus branch's log-disparity term (true side; see compact_losses)",
+    )
     p.add_argument(
         "--stack-dropout",
         type=float,
@@ -268,7 +275,7 @@ def cache_cost_volumes(model, scenes: list[dict], batch_size: int = 16) -> None:
             s["cost"] = c
 
 
-def compact_step(model, batch: Stage2Batch, single_frame: bool):
+def compact_step(model, batch: Stage2Batch, single_frame: bool, log_disp_weight: float = 1.0):
     """Compact model loss (see :func:`compact_losses`). Returns (loss, depth [B, H, W] metres)."""
     import torch
 
@@ -293,15 +300,26 @@ def compact_step(model, batch: Stage2Batch, single_frame: bool):
         focus_sign=batch.focus_sign,
         cost=batch.cost,
     )
-    return compact_losses(model, out, df, batch.focus_sign, batch.depth)
+    return compact_losses(model, out, df, batch.focus_sign, batch.depth, log_disp_weight=log_disp_weight)
 
 
-def compact_losses(model, out: dict, disp_focus, focus_sign, gt, min_depth: float = 1e-3, max_depth: float = 80.0):
+def compact_losses(
+    model,
+    out: dict,
+    disp_focus,
+    focus_sign,
+    gt,
+    min_depth: float = 1e-3,
+    max_depth: float = 80.0,
+    log_disp_weight: float = 1.0,
+):
     """Loss of the compact model, every term with bounded gradients:
 
     - monocular: mean |log pred − log gt| (absolute scale: the synthetic depth distribution is learnable);
     - where ``disp_focus`` is known: :func:`offset_loss` on the unsigned offset |Δ| (what the blur measures),
-      a binary cross-entropy for the side head (nearer than focus), weighted by ``|Δ| / (|Δ| + 0.05)`` (the
+      plus ``log_disp_weight·|log(disp_focus ± |Δ|) − log(1/gt)|`` with the true side (the defocus branch's log-depth error,
+      which is what AbsRel weighs: the same |Δ| error costs more on far pixels; the gradient is at most
+      ``1/min_disp`` through the clamp), a binary cross-entropy for the side head (nearer than focus), weighted by ``|Δ| / (|Δ| + 0.05)`` (the
       side is unobservable at the focus plane), and |log depth − log gt| of the blended output, which trains
       the confidence (branches detached, so each branch is trained by its own term).
 
@@ -327,6 +345,9 @@ def compact_losses(model, out: dict, disp_focus, focus_sign, gt, min_depth: floa
         df = torch.nan_to_num(disp_focus).view(-1, 1, 1)
         delta = 1.0 / gt.clamp(min=min_depth) - df
         loss = loss + offset_loss(out["offset"][has], torch.zeros_like(df[has, 0, 0]), gt[has], delta=delta[has])
+        cfg = model.cfg
+        disp_true_side = (df + torch.where(delta < 0, -1.0, 1.0) * out["offset"]).clamp(cfg.min_disp, cfg.max_disp)
+        loss = loss + log_disp_weight * masked_mean((torch.log(disp_true_side) + log_gt).abs(), has)
         wgt = delta.abs() / (delta.abs() + 0.05)
         bce = F.binary_cross_entropy_with_logits(out["side"], (delta > 0).to(gt.dtype), reduction="none")
         loss = loss + 0.5 * masked_mean(wgt * bce, has)
@@ -387,7 +408,8 @@ def _build(args):
                 if key in overrides:
                     overrides[key] = tuple(overrides[key])
             model = CompactDepthModel(CompactDepthConfig(**overrides))
-        return model, compact_step, 3e-4, 0.05, args.size or model.cfg.image_size, model.cfg.patch_size
+        step = functools.partial(compact_step, log_disp_weight=args.log_disp_weight)
+        return model, step, 3e-4, 0.05, args.size or model.cfg.image_size, model.cfg.patch_size
     from ..models.depth_anything import build_model, load_base_weights
 
     model = build_model(args.model, **(json.loads(args.config) if args.config else {}))
