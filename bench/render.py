@@ -161,45 +161,37 @@ def thread_probe(n: int = 20_000_000) -> dict:
     return out
 
 
-def phases(size: str, r_max: float, threads: int = 1, base_radius: float | None = None) -> list[tuple[str, float]]:
-    """CPU seconds of each phase of ``cpu.render_linear(..., multiscale=True)`` (after a warm-up call)."""
+def phases(size: str, r_max: float, threads: int = 1, repeats: int = 2) -> list[tuple[str, float]]:
+    """CPU seconds of one ``render(..., backend="cpu")`` call (multiscale, best of ``repeats`` after a
+    warm-up), split into the phases of ``cpu.render_linear`` (timed on separate calls with the same inputs,
+    best of ``repeats`` per phase) and the rest of ``render()`` (input checks, gamma encode/decode, defocus,
+    slab split)."""
     import numba
 
-    from bokehdepth.render import cpu
-    from bokehdepth.render.api import defocus_map
-    from bokehdepth.render.kernels import disc_sum_table, edge_table
+    from bokehdepth.render import cpu, pixel_kernels
+    from bokehdepth.render.api import DEFAULT_GAMMA, render
     from bokehdepth.render.layers import assign_layers
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     h, w = SIZES[size]
     image, disp, K, focus = make_scene(h, w, r_max)
-    d = defocus_map(disp, K, focus)
-    radius, lin = np.abs(d), image.astype(np.float64) ** 2.2
-    base = cpu.BASE_RADIUS if base_radius is None else base_radius
-    cpu.render_linear(lin[:96, :96].copy(), radius[:96, :96].copy(), assign_layers(d[:96, :96]), multiscale=True)
-    out: dict[str, float] = {}
-
-    def timed(name, fn, *a):
+    warm_image, warm_disp, _, _ = make_scene(96, 96, r_max, seed=1)
+    render(warm_image, warm_disp, K, focus, backend="cpu")
+    total = math.inf
+    for _ in range(repeats):
         c0 = time.process_time()
-        res = fn(*a)
-        out[name] = out.get(name, 0.0) + time.process_time() - c0
-        return res
-
-    split = timed("slab split", assign_layers, d)
-    step, s_table = timed("S(r) table", disc_sum_table, float(radius.max()))
-    table = edge_table()
-    groups = cpu._groups(cpu.slab_scales(split, base))
-    slab_group = np.repeat(np.arange(len(groups)), [n for _, n, _ in groups])
-    eoff, ent = timed("sort entries by run", cpu._sort_entries, split.index, split.alpha, slab_group, len(groups))
-    acc, trans = np.zeros((h, w, 3)), np.ones((h, w))
-    for g, (lay_lo, n_l, s) in enumerate(groups):
-        args = (lin, radius, split.index, split.alpha, eoff, ent, g, lay_lo, n_l, s, radius.max() / s, step, s_table)
-        buckets = timed("bucket sources", cpu._bucket_sources, *args)
-        tag = "full-res run" if s == 1 else "coarse runs"
-        hs, ws = -(-h // s), -(-w // s)
-        g_out, g_trans = timed(f"scatter {tag}", cpu._scatter_rows, hs, ws, table, *buckets, 8 * threads)
-        timed("upsample + composite", cpu._composite_upsampled, acc, trans, g_out, g_trans, s)
-    timed("normalise", cpu._normalise, acc, trans)
+        render(image, disp, K, focus, backend="cpu")
+        total = min(total, time.process_time() - c0)
+    lin, d, radius = np.empty(image.shape, np.float32), np.empty(disp.shape), np.empty(disp.shape)
+    pixel_kernels.encode(image, DEFAULT_GAMMA, True, lin)
+    pixel_kernels.defocus(disp, K, focus, d, radius)
+    split = assign_layers(d)
+    out: dict[str, float] = {}
+    for _ in range(repeats):
+        run: dict[str, float] = {}
+        cpu.render_linear(lin, radius, split, multiscale=True, phases=run)
+        out = {k: min(v, out.get(k, math.inf)) for k, v in run.items()}
+    out["rest of render()"] = total - sum(out.values())
     return list(out.items())
 
 
@@ -229,14 +221,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-full", action="store_true", help="skip the full-resolution cpu column (cpu-full)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch-CPU column")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
-    p.add_argument("--phases", action="store_true", help="only print per-phase CPU time of the multiscale cpu path")
+    p.add_argument(
+        "--phases",
+        action="store_true",
+        help="only print per-phase CPU time of one render() call (cpu backend, multiscale)",
+    )
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.phases:
         for size in args.sizes:
             for rmax in args.rmax:
                 parts = phases(size, rmax, args.threads)
-                total = sum(v for _, v in parts)
+                total = sum(v for _, v in parts)  # = the whole render() call
                 print(
                     f"{size} r_max {rmax:g} ({args.threads} thread(s)): {total:.3f} CPU-s = "
                     + ", ".join(f"{k} {v:.3f}" for k, v in parts)

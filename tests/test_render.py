@@ -20,6 +20,24 @@ def _plane(h: int, w: int, disp: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------------
 # the kernel itself
 # --------------------------------------------------------------------------------------------------------
+def test_anti_aliased_disc_rows_sum_to_the_segment_length():
+    """Each row of the anti-aliased disc sums to 2·√(r² − dy²) (its box-filtered segment), the normaliser is
+    the sum over rows, r ≤ 0.5 is a single pixel, and the total grows continuously with r."""
+    for r in (0.3, 0.9, 2.5, 7.3):
+        total = 0.0
+        for dy in range(-kernels.reach(r), kernels.reach(r) + 1):
+            n, f = kernels.aa_row(r, abs(dy))
+            row = 0.0 if n < 0 else (f if n == 0 else 2 * n - 1 + 2 * f)
+            if dy != 0 and n >= 0:
+                assert row == pytest.approx(2 * np.sqrt(max(r * r - dy * dy, 0.0)), abs=1e-12)
+            total += row
+        assert kernels.disc_sum_aa(r) == pytest.approx(total, rel=1e-12)
+    assert kernels.aa_row(0.4, 0) == (0, 1.0) and kernels.disc_sum_aa(0.4) == 1.0
+    for r in np.arange(0.5, 8.0, 0.5):  # rows appear (integer r) and end pixels move on (half-integer r)
+        assert abs(kernels.disc_sum_aa(r + 1e-9) - kernels.disc_sum_aa(r - 1e-9)) < 1e-3
+    assert kernels.disc_sum_aa(8.0) == pytest.approx(np.pi * 64, rel=0.03)  # rows sample the disc at their centres
+
+
 def test_kernel_plateau_tail_and_half_radius():
     r = 7.3
     assert kernels.edge_weight(r, r - 1.0) == 1.0 and kernels.edge_weight(r, 0.0) == 1.0

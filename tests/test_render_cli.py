@@ -51,7 +51,7 @@ def test_full_resolution_flag_selects_the_full_resolution_path(tmp_path, rng):
     argv = ["render", str(tmp_path / "img.png"), "--depth", str(tmp_path / "depth.npy"), "--K", "20", "--focus-m", "1"]
     full = render(image, 1.0 / depth, 20.0, focus_m=1.0, multiscale=False)  # far half: 15 px blur
     fast = render(image, 1.0 / depth, 20.0, focus_m=1.0)
-    assert np.abs(full - fast).max() > 4 / 255  # the two paths differ here, so the flag is observable
+    assert np.abs(full - fast).max() > 2 / 255  # the two paths differ here, so the flag is observable
     for extra, expected in ((["--full-resolution"], full), ([], fast)):
         out = tmp_path / f"out{len(extra)}.png"
         assert main([*argv, *extra, "-o", str(out)]) == 0

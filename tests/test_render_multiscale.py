@@ -36,14 +36,37 @@ def test_groups_are_contiguous_runs():
     assert cpu._groups(np.array([4, 4, 2, 1, 1, 2, 4])) == [(0, 2, 4), (2, 1, 2), (3, 2, 1), (5, 1, 2), (6, 1, 4)]
 
 
+def test_slab_edges_anti_alias_only_slabs_whose_radii_are_all_large():
+    d = np.linspace(-20.0, 20.0, 41)[None, :]
+    split = layers.assign_layers(d, occlusion=True, max_layers=32)
+    spacing = split.centres[0] - split.centres[1]
+    edges = cpu.slab_edges(split, aa_radius=1.5)
+    assert np.array_equal(edges, (np.abs(split.centres) - spacing >= 1.5).astype(np.int64))
+    assert edges[np.argmin(np.abs(split.centres))] == 0 and edges[0] == 1  # focus slab soft, far ones not
+    assert cpu.slab_edges(layers.assign_layers(d, occlusion=False)).tolist() == [0]
+
+
 def test_multiscale_is_exact_where_every_radius_is_small(rng):
-    """Radii ≤ base radius: one full-resolution group, bit-identical to the full-resolution path."""
+    """Radii ≤ 2 px: one full-resolution group of soft-edged slabs, bit-identical to the full-resolution path."""
     lin = rng.random((40, 44, 3))
-    d = blocky_defocus(rng, 40, 44, 4.0)
+    d = blocky_defocus(rng, 40, 44, 2.0)
     split = layers.assign_layers(d)
+    assert not cpu.slab_edges(split).any()
     a, cov_a = cpu.render_linear(lin, np.abs(d), split, multiscale=True, base_radius=6.0)
     b, cov_b = cpu.render_linear(lin, np.abs(d), split, multiscale=False)
     assert np.array_equal(a, b) and np.array_equal(cov_a, cov_b)
+
+
+def test_anti_aliased_slabs_at_full_resolution_stay_close_to_exact(rng):
+    """Radii ≤ 5 px (no coarse slab), the outer slabs with the anti-aliased edge: ≥ 45 dB from the oracle."""
+    h, w = 48, 52
+    lin = rng.random((h, w, 3)) ** 2.2
+    d = blocky_defocus(rng, h, w, 5.0)
+    split = layers.assign_layers(d)
+    assert cpu.slab_scales(split).max() == 1 and cpu.slab_edges(split).any()
+    exact, _ = reference.render_linear(lin, np.abs(d), split)
+    fast, _ = cpu.render_linear(lin, np.abs(d), split, multiscale=True)
+    assert 45.0 <= psnr(_display(fast), _display(exact)) < 90.0
 
 
 @pytest.mark.parametrize("seed", [0, 1])

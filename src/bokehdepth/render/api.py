@@ -171,30 +171,60 @@ def render(
     Returns:
         float32 (H, W, 3) in [0, 1].
     """
+    from . import pixel_kernels as pk
+
     image_np, device = _to_numpy(image)
     disp_np, _ = _to_numpy(disp)
-    img = validate_image(image_np, "image")
-    lo, hi = float(img.min(initial=0.0)), float(img.max(initial=0.0))
-    if lo < -1e-6 or hi > 1 + 1e-6:
-        raise InputError(f"image: values must lie in [0, 1], found {lo:.4g}..{hi:.4g}; divide by 255 or clip")
-    dmap = validate_depth(disp_np, "disp", kind="disp", shape=img.shape[:2])
     K = _check_scalar(K, "K", "--K", "px·m")
     gamma = _check_scalar(gamma, "gamma", "--gamma", "(exponent)", allow_zero=False)
+    img, lin = _encode_image(image_np, gamma)
+    dmap = _checked_disp(disp_np, img.shape)
     focus = resolve_focus(dmap, disp_focus, focus_m, focus_xy)
     backend, device = _pick_backend(backend, device)
 
-    d = defocus_map(dmap, K, focus)
-    radius = np.abs(d)
-    if radius.size == 0 or radius.max() <= TAIL:  # every pixel in focus: exact identity
-        return np.clip(img, 0.0, 1.0).copy()
-    src = np.clip(img.astype(np.float64), 0.0, 1.0)
+    d, radius = np.empty(dmap.shape), np.empty(dmap.shape)
+    r_max = pk.defocus(dmap, K, focus, d, radius)
+    if radius.size == 0 or r_max <= TAIL:  # every pixel in focus: exact identity
+        return np.clip(img, 0.0, 1.0)
+    src = img
     if highlight:
-        src = _highlight_boost(src, radius)
+        src = _highlight_boost(np.clip(img, 0.0, 1.0), radius).astype(np.float32)
+        pk.encode(src, gamma, False, lin)
     split = assign_layers(d, occlusion=occlusion, step=layer_step, max_layers=max_layers)
-    # gamma encode/decode in float64, so that an in-focus pixel comes back bit-exact in float32
-    out, _ = _render_linear(src**gamma, radius, split, backend, device, multiscale)
-    out = (np.maximum(out, 0.0) ** (1.0 / gamma)).astype(np.float32)
-    return np.clip(out, 0.0, 1.0)
+    out, _ = _render_linear(lin, radius, split, backend, device, multiscale)
+    result = np.empty(img.shape, dtype=np.float32)
+    pk.decode(out, lin, src, gamma, result)
+    return result
+
+
+def _encode_image(image: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Check an (H, W, 3) image in [0, 1] and gamma-encode it in one pass: ``(float32 image, float32
+    clip(image, 0, 1) ** gamma)``. Errors are raised with :func:`bokehdepth.io.validate_image`'s messages."""
+    from .pixel_kernels import encode
+
+    if image.ndim != 3 or image.shape[2] != 3:
+        validate_image(image, "image")  # raises: wrong shape
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    lin = np.empty(img.shape, dtype=np.float32)
+    lo, hi, n_bad = encode(img, gamma, True, lin)
+    if n_bad:
+        validate_image(img, "image")  # raises: NaN or inf
+    if lo < -1e-6 or hi > 1 + 1e-6:
+        raise InputError(f"image: values must lie in [0, 1], found {lo:.4g}..{hi:.4g}; divide by 255 or clip")
+    return img, lin
+
+
+def _checked_disp(disp: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The (H, W) disparity map (1/m) as contiguous float32, checked (shape as the image's, finite, ≥ 0) in
+    one pass; errors are raised with :func:`bokehdepth.io.validate_depth`'s messages."""
+    from .pixel_kernels import disp_ok
+
+    if disp.ndim != 2 or tuple(disp.shape) != tuple(shape[:2]):
+        validate_depth(disp, "disp", kind="disp", shape=shape[:2])  # raises: wrong shape
+    dmap = np.ascontiguousarray(disp, dtype=np.float32)
+    if not disp_ok(dmap):
+        return validate_depth(dmap, "disp", kind="disp", shape=shape[:2])  # raises: NaN, inf or < 0
+    return dmap
 
 
 def render_stack(
