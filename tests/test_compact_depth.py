@@ -165,3 +165,28 @@ def test_config_without_cost_bins_loads_as_before(tmp_path):
     path = tmp_path / "m.safetensors"
     save_compact_depth(m, path)
     assert load_compact_depth(path).cfg.cost_bins == 0
+
+
+def test_embedded_weights_read_depth_from_the_stack():
+    """The shipped model on fresh synthetic scenes (seeds outside the training set) with stacks at its training
+    K: the stack must beat the same weights single-frame and a constant-depth guess by a wide margin."""
+    if not DEFAULT_WEIGHTS.is_file():
+        pytest.skip("embedded compact_depth.safetensors not built yet")
+    from bokehdepth.eval.metrics import compute_metrics
+    from bokehdepth.pipelines.depth import load_depth_predictor
+    from bokehdepth.synth.scenes import make_scene
+    from bokehdepth.synth.stacks import choose_focus, render_scene_stack
+
+    pred = load_depth_predictor("compact", None, "cpu")
+    stack_err, single_err, const_err = [], [], []
+    for seed in range(9000, 9004):
+        scene = make_scene(seed, 128)
+        for mode in ("near", "far"):
+            df, side, _ = choose_focus(scene.depth, np.random.default_rng(0), mode=mode)
+            stack = render_scene_stack(scene.image, scene.depth, [3.5, 7.0, 14.0], df, focus_side=side)
+            stack_err.append(compute_metrics(pred.predict(scene.image, stack).depth, scene.depth)["abs_rel"])
+            single = pred.predict(scene.image, stack, single_frame=True).depth
+            single_err.append(compute_metrics(single, scene.depth)["abs_rel"])
+            const_err.append(compute_metrics(np.full_like(scene.depth, 7.9), scene.depth)["abs_rel"])
+    assert np.mean(stack_err) < 0.6 * np.mean(single_err)
+    assert np.mean(stack_err) < 0.4 * np.mean(const_err)
