@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from scipy.fft import next_fast_len
 from torch import nn
 
 __all__ = [
@@ -147,6 +146,8 @@ def fft_disc_blur(linear: torch.Tensor, radii: list[float]) -> torch.Tensor:
     Returns:
         (B, L, C, H, W): one blurred copy per radius.
     """
+    from scipy.fft import next_fast_len
+
     b, c, h, w = linear.shape
     pad = int(math.ceil(max(radii))) + 1
     mode = "reflect" if pad < h and pad < w else "replicate"  # reflect cannot pad beyond the size

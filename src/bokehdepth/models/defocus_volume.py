@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.fft import next_fast_len
-
-from ..render.kernels import EDGE_SLOPE, PLATEAU, TAIL
 
 __all__ = ["candidate_offsets", "defocus_cost_volume", "disc_kernel_spectra"]
 
@@ -43,6 +40,8 @@ def disc_kernel_spectra(radius: torch.Tensor, size: tuple[int, int]) -> torch.Te
     Returns:
         [..., H, W//2 + 1] complex spectra (kernel origin at pixel (0, 0), wrapped).
     """
+    from ..render.kernels import EDGE_SLOPE, PLATEAU, TAIL  # numba: imported only when a volume is built
+
     h, w = size
     dev, dt = radius.device, radius.dtype
     yy = torch.fft.fftfreq(h, 1.0 / h, device=dev, dtype=dt)  # 0, 1, …, −1 : wrapped offsets
@@ -79,6 +78,8 @@ def defocus_cost_volume(
         [B, J, H, W] cost: the window-averaged mean absolute difference between each frame and the re-blurred
         reference, summed over frames (linear light, same units as the image).
     """
+    from scipy.fft import next_fast_len
+
     b, n, _, h, w = stack.shape
     lin_ref = ref.clamp(0, 1) ** gamma
     lin_stack = stack.clamp(0, 1) ** gamma
