@@ -47,8 +47,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from bokehdepth.models.compact_depth import load_compact_depth, prepare_k
-    from bokehdepth.train.stage2 import collate, load_manifest_scenes
+    from bokehdepth.models.compact_depth import load_compact_depth
+    from bokehdepth.train.stage2 import collate, compact_k_input, load_manifest_scenes
 
     model = load_compact_depth(args.weights).eval()
     cfg = model.cfg
@@ -57,11 +57,10 @@ def main() -> None:
     sums: dict[str, dict[str, list[float]]] = {}
     for i in range(0, len(scenes), 16):
         b = collate(scenes[i : i + 16])
-        w = b.ref.shape[-1]
-        k_in = prepare_k(b.K, "metric", w, w, cfg.k_unit)
+        k_in = compact_k_input(b, cfg)
         with torch.no_grad():
-            out = model(b.ref, b.stack, k_in, disp_focus=b.disp_focus, focus_sign=b.focus_sign)
-            cost = model.cost_volume(b.ref, b.stack, k_in) if cfg.cost_bins else None
+            cost = model.cost_volume(b.ref, b.stack, k_in) if cfg.cost_bins else None  # once, also fed to the model
+            out = model(b.ref, b.stack, k_in, disp_focus=b.disp_focus, focus_sign=b.focus_sign, cost=cost)
         gt = b.depth
         valid = gt > 0
         df = b.disp_focus.view(-1, 1, 1)

@@ -40,7 +40,7 @@ def disc_kernel_spectra(radius: torch.Tensor, size: tuple[int, int]) -> torch.Te
     Returns:
         [..., H, W//2 + 1] complex spectra (kernel origin at pixel (0, 0), wrapped).
     """
-    from ..render.kernels import EDGE_SLOPE, PLATEAU, TAIL  # numba: imported only when a volume is built
+    from ..render.kernels import EDGE_LO, EDGE_SLOPE, EDGE_SPAN, PLATEAU, TAIL  # numba: only when a volume is built
 
     h, w = size
     dev, dt = radius.device, radius.dtype
@@ -48,8 +48,7 @@ def disc_kernel_spectra(radius: torch.Tensor, size: tuple[int, int]) -> torch.Te
     xx = torch.fft.fftfreq(w, 1.0 / w, device=dev, dtype=dt)
     dist = torch.sqrt(yy[:, None] ** 2 + xx[None, :] ** 2)
     t = radius[..., None, None] - dist
-    lo, hi = torch.sigmoid(torch.tensor([-EDGE_SLOPE * TAIL, EDGE_SLOPE * PLATEAU], dtype=torch.float64)).tolist()
-    k = ((torch.sigmoid(EDGE_SLOPE * t) - lo) / (hi - lo)).clamp(0.0, 1.0)
+    k = ((torch.sigmoid(EDGE_SLOPE * t) - EDGE_LO) / EDGE_SPAN).clamp(0.0, 1.0)
     k = torch.where(t >= PLATEAU, 1.0, torch.where(t <= -TAIL, 0.0, k))
     k = k / k.sum(dim=(-2, -1), keepdim=True)
     return torch.fft.rfft2(k)

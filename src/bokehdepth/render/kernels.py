@@ -31,7 +31,9 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
+    "EDGE_LO",
     "EDGE_SLOPE",
+    "EDGE_SPAN",
     "PLATEAU",
     "TAIL",
     "aa_row",
@@ -52,9 +54,10 @@ PLATEAU = 1.0
 TAIL = 0.5
 """The weight is exactly 0 for δ ≥ r + TAIL (px): the tail cut."""
 
-_SIG_LO = 1.0 / (1.0 + math.exp(EDGE_SLOPE * TAIL))  # σ(−4)
-_SIG_HI = 1.0 / (1.0 + math.exp(-EDGE_SLOPE * PLATEAU))  # σ(8)
-_SIG_SPAN = _SIG_HI - _SIG_LO
+EDGE_LO = 1.0 / (1.0 + math.exp(EDGE_SLOPE * TAIL))  # σ(−4)
+EDGE_HI = 1.0 / (1.0 + math.exp(-EDGE_SLOPE * PLATEAU))  # σ(8)
+EDGE_SPAN = EDGE_HI - EDGE_LO
+"""The edge weight is ``(σ(EDGE_SLOPE·t) − EDGE_LO) / EDGE_SPAN`` on the ring, ``t = r − δ``."""
 
 
 @njit(cache=True, inline="always")
@@ -66,7 +69,7 @@ def edge_weight(r: float, delta: float) -> float:
     if t <= -TAIL:
         return 0.0
     s = 1.0 / (1.0 + math.exp(-EDGE_SLOPE * t))
-    return (s - _SIG_LO) / _SIG_SPAN
+    return (s - EDGE_LO) / EDGE_SPAN
 
 
 @njit(cache=True, inline="always")
@@ -168,7 +171,7 @@ def edge_table() -> np.ndarray:
     n = int(round((PLATEAU + TAIL) / EDGE_TABLE_STEP)) + 2
     t = -TAIL + EDGE_TABLE_STEP * np.arange(n)
     s = 1.0 / (1.0 + np.exp(-EDGE_SLOPE * t))
-    return np.clip((s - _SIG_LO) / _SIG_SPAN, 0.0, 1.0)
+    return np.clip((s - EDGE_LO) / EDGE_SPAN, 0.0, 1.0)
 
 
 @njit(cache=True, inline="always")

@@ -252,25 +252,32 @@ class _SceneSet:
         return s
 
 
+def compact_k_input(batch: Stage2Batch, cfg):
+    """[B, N] DSFA K input of the compact model for a batch at its working size (each sample in its own K
+    convention; see :func:`bokehdepth.models.compact_depth.prepare_k`)."""
+    import torch
+
+    from ..models.compact_depth import prepare_k
+
+    w = batch.ref.shape[-1]
+    return torch.where(
+        batch.metric[:, None],
+        prepare_k(batch.K, "metric", w, w, cfg.k_unit),
+        prepare_k(batch.K, "normalized", w, w, cfg.k_unit),
+    )
+
+
 def cache_cost_volumes(model, scenes: list[dict], batch_size: int = 16) -> None:
     """Compute the compact model's defocus cost volume once per (unflipped) scene and keep it in
     ``scene["cost"]`` (float16 [J, H, W]); the volume depends on the data only, not on the weights."""
     import torch
     from tqdm import tqdm
 
-    from ..models.compact_depth import prepare_k
-
-    metric = [s for s in scenes if len(s["K"])]
-    for i in tqdm(range(0, len(metric), batch_size), desc="cost volumes", leave=False):
-        chunk = metric[i : i + batch_size]
+    with_stack = [s for s in scenes if len(s["K"])]
+    for i in tqdm(range(0, len(with_stack), batch_size), desc="cost volumes", leave=False):
+        chunk = with_stack[i : i + batch_size]
         b = collate(chunk)
-        w = b.ref.shape[-1]
-        k_in = torch.where(
-            b.metric[:, None],
-            prepare_k(b.K, "metric", w, w, model.cfg.k_unit),
-            prepare_k(b.K, "normalized", w, w, model.cfg.k_unit),
-        )
-        cost = model.cost_volume(b.ref, b.stack, k_in).to(torch.float16).numpy()
+        cost = model.cost_volume(b.ref, b.stack, compact_k_input(b, model.cfg)).to(torch.float16).numpy()
         for s, c in zip(chunk, cost):
             s["cost"] = c
 
@@ -279,15 +286,7 @@ def compact_step(model, batch: Stage2Batch, single_frame: bool, log_disp_weight:
     """Compact model loss (see :func:`compact_losses`). Returns (loss, depth [B, H, W] metres)."""
     import torch
 
-    from ..models.compact_depth import prepare_k
-
-    cfg = model.cfg
-    w = batch.ref.shape[-1]
-    k_in = torch.where(
-        batch.metric[:, None],
-        prepare_k(batch.K, "metric", w, w, cfg.k_unit),
-        prepare_k(batch.K, "normalized", w, w, cfg.k_unit),
-    )
+    k_in = compact_k_input(batch, model.cfg)
     df = torch.where(batch.metric, batch.disp_focus, torch.full_like(batch.disp_focus, float("nan")))
     if single_frame:
         df = torch.full_like(df, float("nan"))
