@@ -88,20 +88,43 @@ def test_depth_from_outputs_formula():
     logd = torch.log(torch.tensor([[[2.0, 3.0, 4.0]], [[4.0, 5.0, 6.0]]]))
     sure = {"offset": off, "side": side, "log_depth": logd, "confidence": torch.full_like(off, 50.0)}
     df = torch.tensor([0.4, float("nan")])
-    d = m.depth_from_outputs(sure, df)
+    d = m.depth_from_outputs(sure, df, side_rule="map")
     # side > 0: nearer than focus (+|Δ|); side < 0: behind it (−|Δ|), clamped at min_disp
     torch.testing.assert_close(d[0, 0], 1 / torch.tensor([0.5, 0.2, 0.05]))
     torch.testing.assert_close(d[1], logd[1].exp())  # unknown focus: monocular branch
     # the stack's focus side overrides the side head: "far" focus → everything nearer (+|Δ|), clamp at max_disp
-    d = m.depth_from_outputs(sure, df, torch.tensor([1.0, 0.0]))
+    d = m.depth_from_outputs(sure, df, torch.tensor([1.0, 0.0]), side_rule="map")
     torch.testing.assert_close(d[0, 0], 1 / torch.tensor([0.5, 0.6, 2.0]))
     # zero confidence → the monocular branch; 50/50 → geometric mean of the two
     unsure = {**sure, "confidence": torch.full_like(off, -50.0)}
     torch.testing.assert_close(m.depth_from_outputs(unsure, df), logd.exp())
     half = {**sure, "confidence": torch.zeros_like(off)}
     torch.testing.assert_close(
-        m.depth_from_outputs(half, df)[0, 0], (logd[0, 0].exp() / torch.tensor([0.5, 0.2, 0.05])).sqrt()
+        m.depth_from_outputs(half, df, side_rule="map")[0, 0],
+        (logd[0, 0].exp() / torch.tensor([0.5, 0.2, 0.05])).sqrt(),
     )
+
+
+def test_relative_side_rule_minimises_expected_relative_error():
+    m = _model()
+    df = torch.tensor([0.4])
+    off = torch.tensor([[[0.1, 0.2, 0.1, 0.2]]])
+    side = torch.tensor([[[1.0, -1.0, -3.0, -1.0]]])
+    out = {"offset": off, "side": side, "log_depth": torch.zeros_like(off), "confidence": torch.full_like(off, 50.0)}
+    d = m.depth_from_outputs(out, df)[0, 0]
+    p = torch.sigmoid(side[0, 0])
+    near, far = 1 / (0.4 + off[0, 0]), 1 / (0.4 - off[0, 0])
+    # expected AbsRel of answering a, by hand, for both candidates; the rule must pick the smaller
+    cost_near = (1 - p) * (far - near) / far
+    cost_far = p * (far - near) / near
+    torch.testing.assert_close(d, torch.where(cost_near <= cost_far, near, far))
+    # pixel 1 (p = 0.27 near): MAP says far (5 m), the relative rule near (1.67 m); pixel 2 (p = 0.05): far
+    torch.testing.assert_close(d[1:3], torch.tensor([1 / 0.6, 1 / 0.3]))
+    assert m.depth_from_outputs(out, df, side_rule="map")[0, 0, 1] == pytest.approx(5.0)
+    # a recorded focus side overrides both rules
+    torch.testing.assert_close(m.depth_from_outputs(out, df, torch.tensor([-1.0]))[0, 0], far)
+    with pytest.raises(ValueError, match="side_rule"):
+        m.defocus_disparity(out, df, side_rule="coin")
 
 
 def test_prepare_k_conventions():

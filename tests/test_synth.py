@@ -75,6 +75,23 @@ def test_make_scene_deterministic_and_physical():
         assert s.disp_focus == pytest.approx(float(np.median(1.0 / s.depth[s.subject_mask])), rel=1e-5)
 
 
+def test_make_scene_depth_range():
+    # a 0.5–5 m world (rooms, table tops): every pixel within it, the background at most 5 m away
+    from bokehdepth.synth.scenes import check_depth_range
+
+    far_ones = 0
+    for seed in range(6):
+        s = make_scene(seed, 48, depth_range=(0.5, 5.0))
+        assert 0.5 - 1e-5 <= s.depth.min() and s.depth.max() <= 5.0 + 1e-5
+        wide = make_scene(seed, 48)
+        far_ones += int(wide.depth.max() > 5.0)
+        np.testing.assert_array_equal(wide.depth, make_scene(seed, 48, depth_range=DEPTH_RANGE).depth)
+    assert far_ones >= 3  # the default range does reach beyond 5 m, so the bound above is not vacuous
+    for bad in [(0.0, 5.0), (1.0, 3.0), (float("nan"), 5.0), (2.0, float("inf"))]:
+        with pytest.raises(ValueError, match="depth range"):
+            check_depth_range(bad)
+
+
 def test_make_scene_rectangular_size():
     s = make_scene(5, (24, 40))
     assert s.image.shape == (24, 40, 3) and s.depth.shape == (24, 40)
@@ -222,6 +239,25 @@ def test_rerun_with_other_arguments_is_refused(tmp_path):
         make_tiny_dataset(tmp_path / "ds", n=1, seed=8)
 
 
+def test_depth_range_is_part_of_the_dataset_config(tmp_path):
+    m = make_tiny_dataset(tmp_path / "near", n=2, depth_range=(0.5, 5.0))
+    cfg_path = m.parent / "dataset.json"
+    assert json.loads(cfg_path.read_text())["depth_range"] == [0.5, 5.0]
+    for line in m.read_text().splitlines():
+        lo, hi = json.loads(line)["depth_range"]
+        assert 0.5 - 1e-5 <= lo and hi <= 5.0 + 1e-5
+    with pytest.raises(InputError, match="dataset.json"):
+        make_tiny_dataset(tmp_path / "near", n=2)  # another range: refused
+    # a folder made before the field existed was made with the default range and still resumes
+    wide = make_tiny_dataset(tmp_path / "wide", n=1)
+    cfg = json.loads((wide.parent / "dataset.json").read_text())
+    del cfg["depth_range"]
+    (wide.parent / "dataset.json").write_text(json.dumps(cfg))
+    assert make_tiny_dataset(tmp_path / "wide", n=2) == wide
+    with pytest.raises(InputError, match="dataset.json"):
+        make_tiny_dataset(tmp_path / "wide", n=2, depth_range=(0.5, 5.0))
+
+
 def test_normalized_convention_records(tmp_path):
     m = make_tiny_dataset(tmp_path / "ds", n=1, K_convention="normalized", Ks=(10.0, 30.0))
     rec = json.loads(m.read_text().splitlines()[0])
@@ -254,6 +290,9 @@ def test_cli_synth_writes_dataset_and_preview(tmp_path, capsys):
         (["--scenes", "1", "--K", "-1"], "--K"),
         (["--scenes", "1", "--K", "abc"], "--K"),
         (["--scenes", "1", "--workers", "0"], "--workers"),
+        (["--scenes", "1", "--depth-range", "5", "2"], "--depth-range"),
+        (["--scenes", "1", "--depth-range", "0", "2"], "--depth-range"),
+        (["--scenes", "1", "--depth-range", "x", "2"], "--depth-range"),
     ],
 )
 def test_cli_synth_bad_arguments(tmp_path, capsys, argv, flag):

@@ -111,6 +111,23 @@ def test_dav2_preset_two_steps_tiny(manifest, tmp_path):
     assert set(sd) == set(to_published_state_dict(build_model("dav2-dsfa-s", **tiny)))  # published layout
 
 
+def test_several_manifests_are_one_training_set(manifest, tmp_path):
+    from bokehdepth.train.stage2 import load_manifest_scenes
+
+    one = load_manifest_scenes(manifest, None, 32, 3, 8)
+    both = load_manifest_scenes([manifest, manifest], None, 32, 3, 8)
+    assert len(both) == 2 * len(one)
+    assert len({s["id"] for s in both}) == len(both)  # ids stay unique (the cost cache is per scene)
+    for a, b in zip(one, both[len(one) :]):
+        assert b["id"] == f"1/{a['id']}"
+        assert (a["depth"] == b["depth"]).all()
+    assert len(load_manifest_scenes([manifest, manifest], None, 32, 3, 8, max_scenes=3)) == 3
+    out = tmp_path / "two"
+    args = ["train", "stage2", "--data", str(manifest), str(manifest), "-o", str(out), "--steps", "1"]
+    assert main([*args, "--batch-size", "2", "--size", "32", "--config", TINY_COMPACT]) == 0
+    assert len((out / "loss.jsonl").read_text().splitlines()) == 1
+
+
 def test_missing_manifest_is_an_error(tmp_path, capsys):
     assert main(["train", "stage2", "--data", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""``bokehdepth synth -o DIR --scenes N [--size S] [--K K …] [--seed SEED] [--workers W]
-[--K-convention metric|normalized]``: procedural scenes with metric depth, calibrated stacks and a manifest."""
+"""``bokehdepth synth -o DIR --scenes N [--size S] [--K K …] [--depth-range NEAR FAR] [--seed SEED]
+[--workers W] [--K-convention metric|normalized]``: procedural scenes with metric depth, calibrated stacks and a manifest."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="K per blurred frame (frame 0 is the sharp reference, K=0): px·m at --size for the metric "
         "convention (default 1.5 3 6 at 256 px, scaled with the size), px at 512 px per unit normalised "
         "disparity for --K-convention normalized (default 10 20 30)",
+    )
+    p.add_argument(
+        "--depth-range",
+        nargs=2,
+        default=["0.5", "20"],
+        metavar=("NEAR", "FAR"),
+        help="scene depth range in metres (default 0.5 20; FAR >= 4 x NEAR); e.g. 0.5 5 for rooms and table "
+        "tops, where a short-tele aperture bracket resolves depth",
     )
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes (default 1)")
@@ -54,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         K_convention=args.K_convention,
         workers=args.workers,
+        depth_range=parse_floats(args.depth_range, "--depth-range"),
         progress=sys.stderr.isatty() and not args.no_progress,
     )
     if args.preview > 0:

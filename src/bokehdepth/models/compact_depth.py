@@ -50,6 +50,7 @@ from .dsfa import DividedSpaceFocusBlock, DSFAConfig, fuse_frame_features
 __all__ = [
     "CompactDepthConfig",
     "CompactDepthModel",
+    "SIDE_RULES",
     "DEFAULT_WEIGHTS",
     "load_compact_depth",
     "save_compact_depth",
@@ -161,6 +162,9 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
 
 SIDE_SIGN = {"near": -1.0, "far": 1.0}
 """Sign of ``disp − disp_focus`` implied by a stack's ``focus_side`` ("near": focus on the nearest surface)."""
+
+SIDE_RULES = ("relative", "map")
+"""How :meth:`CompactDepthModel.defocus_disparity` picks the side of focus where the stack does not record it."""
 
 
 def focus_features(disp_focus: torch.Tensor | None, focus_sign: torch.Tensor | None, batch: int, device, dtype):
@@ -317,27 +321,51 @@ class CompactDepthModel(nn.Module):
         return torch.cat([rel - 1.0, soft, (torch.log(mean + 1e-5) + 7.0) / 3.0], 1)
 
     def defocus_disparity(
-        self, outputs: dict[str, torch.Tensor], disp_focus: torch.Tensor, focus_sign: torch.Tensor | None = None
+        self,
+        outputs: dict[str, torch.Tensor],
+        disp_focus: torch.Tensor,
+        focus_sign: torch.Tensor | None = None,
+        side_rule: str = "relative",
     ) -> torch.Tensor:
-        """Defocus disparity [B, H, W] (1/m): ``disp_focus ± |Δ|`` clamped to ``[min_disp, max_disp]``; the sign
-        from ``focus_sign`` [B] (−1, +1; 0 unknown) where known, else from the side head."""
+        """Defocus disparity [B, H, W] (1/m): ``disp_focus ± |Δ|`` clamped to ``[min_disp, max_disp]``.
+
+        The sign comes from ``focus_sign`` [B] (−1, +1; 0 unknown) where known, else from the side head's
+        probability ``p = sigmoid(side)`` that the pixel is nearer than the focus plane:
+
+        - ``side_rule="relative"`` (default): the candidate with the lower expected *relative* depth error
+          under ``p``. Choosing the far candidate when the pixel is near costs ``(d_far − d_near)/d_near``,
+          the other mistake only ``(d_far − d_near)/d_far``, so the near one wins when
+          ``p·disp_near ≥ (1 − p)·disp_far`` (a side-of-focus mistake can map a 2 m object to 10 m, never the
+          reverse by as much);
+        - ``side_rule="map"``: the more probable side (``p > 0.5``).
+        """
+        if side_rule not in SIDE_RULES:
+            raise ValueError(f"side_rule must be one of {SIDE_RULES}, got {side_rule!r}")
         df = torch.nan_to_num(disp_focus.to(outputs["offset"].dtype)).view(-1, 1, 1)
-        sign = torch.where(outputs["side"] > 0, 1.0, -1.0).to(df.dtype)
+        lo, hi = self.cfg.min_disp, self.cfg.max_disp
+        disp_near = (df + outputs["offset"]).clamp(lo, hi)
+        disp_far = (df - outputs["offset"]).clamp(lo, hi)
+        if side_rule == "map":
+            near = outputs["side"] > 0
+        else:
+            p = torch.sigmoid(outputs["side"])
+            near = p * disp_near >= (1 - p) * disp_far
         if focus_sign is not None:
-            fs = focus_sign.to(df.dtype).view(-1, 1, 1)
-            sign = torch.where(fs != 0, fs.sign().expand_as(sign), sign)
-        return (df + sign * outputs["offset"]).clamp(self.cfg.min_disp, self.cfg.max_disp)
+            fs = focus_sign.to(df.dtype).view(-1, 1, 1).expand_as(near)
+            near = torch.where(fs != 0, fs > 0, near)
+        return torch.where(near, disp_near, disp_far)
 
     def depth_from_outputs(
         self,
         outputs: dict[str, torch.Tensor],
         disp_focus: torch.Tensor | None,
         focus_sign: torch.Tensor | None = None,
+        side_rule: str = "relative",
     ) -> torch.Tensor:
         """Metric depth [B, H, W] in metres.
 
         Where ``disp_focus`` [B] (1/m) is known (NaN entries mean unknown): the defocus depth
-        ``1/(disp_focus ± |Δ|)`` (see :meth:`defocus_disparity`) blended in log depth with the monocular
+        ``1/(disp_focus ± |Δ|)`` (see :meth:`defocus_disparity` for ``side_rule``) blended in log depth with the monocular
         branch by ``sigmoid(confidence)``; elsewhere ``exp(log_depth)``.
         """
         log_mono = outputs["log_depth"].clamp(max=math.log(self.cfg.max_depth))
@@ -345,7 +373,7 @@ class CompactDepthModel(nn.Module):
             return log_mono.exp()
         df = disp_focus.to(log_mono.dtype).view(-1, 1, 1)
         known = torch.isfinite(df)
-        log_def = -torch.log(self.defocus_disparity(outputs, disp_focus, focus_sign))
+        log_def = -torch.log(self.defocus_disparity(outputs, disp_focus, focus_sign, side_rule))
         c = torch.sigmoid(outputs["confidence"])
         blended = c * log_def + (1 - c) * log_mono
         return torch.where(known, blended, log_mono).exp()

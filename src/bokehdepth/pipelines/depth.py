@@ -148,6 +148,7 @@ class CompactDepthPredictor:
                 "depth_from": "disp_focus + offset" if metric else "log_depth",
                 "blended_with_log_depth": bool(metric),
                 "focus_side": stack.focus_side if stack is not None else None,
+                "side_rule": "recorded focus_side" if metric and side else "relative" if metric else None,
                 "working_size": [hw, ww],
                 "seconds": time.perf_counter() - t0,
             },

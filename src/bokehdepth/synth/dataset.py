@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class DatasetConfig:
         K_convention: ``"metric"`` or ``"normalized"``.
         val_fraction / test_fraction: expected share of scenes in the val / test splits.
         gamma: rendering gamma.
+        depth_range: ``(near, far)`` scene depth range in metres (default 0.5–20 m,
+            :data:`~bokehdepth.synth.scenes.DEPTH_RANGE`); a ``dataset.json`` without it was made with the default.
     """
 
     n_scenes: int
@@ -59,6 +61,7 @@ class DatasetConfig:
     test_fraction: float = 0.05
     gamma: float = 2.2
     format_version: int = FORMAT_VERSION
+    depth_range: tuple[float, float] = (0.5, 20.0)
 
 
 def scene_seed(seed: int, index: int) -> int:
@@ -80,7 +83,7 @@ def make_sample(cfg: DatasetConfig, index: int, out_dir: Path, backend: str = "c
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), int(index), 1]))
     u = rng.uniform()
     split = "test" if u < cfg.test_fraction else "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
-    scene = make_scene(s_seed, cfg.size)
+    scene = make_scene(s_seed, cfg.size, depth_range=tuple(cfg.depth_range))
     if cfg.K_convention == "metric":
         disp_focus, side, mode = choose_focus(scene.depth, rng, scene.disp_focus)
         stack = render_scene_stack(
@@ -152,6 +155,9 @@ def _check_config(out_dir: Path, cfg: DatasetConfig) -> None:
             have = json.loads(cfg_path.read_text())
         except ValueError:
             have = None
+        if isinstance(have, dict):  # fields added later take their defaults in older folders
+            defaults = {f.name: f.default for f in fields(DatasetConfig) if f.default is not MISSING}
+            have = {**json.loads(json.dumps(defaults)), **have}
         if not isinstance(have, dict) or {**have, "n_scenes": cfg.n_scenes} != want:
             raise InputError(
                 f"{cfg_path}: this folder holds a dataset made with other arguments; "
@@ -179,6 +185,7 @@ def generate_dataset(
     gamma: float = 2.2,
     backend: str = "cpu",
     progress: bool = True,
+    depth_range: Sequence[float] = (0.5, 20.0),
 ) -> Path:
     """Generate (or resume) a synthetic dataset; return the path of its ``manifest.jsonl``.
 
@@ -192,12 +199,14 @@ def generate_dataset(
         workers: processes (1 = in this process).
         val_fraction / test_fraction: expected split shares.
         gamma: rendering gamma.
+        depth_range: ``(near, far)`` scene depth range in metres (far ≥ 4·near).
         backend: renderer backend (``"cpu"`` numba by default).
         progress: show a tqdm bar.
     """
     from tqdm.auto import tqdm
 
     from ..data.manifest import MANIFEST_NAME, write_manifest
+    from .scenes import check_depth_range
     from .stacks import default_Ks
 
     if n_scenes < 1:
@@ -211,6 +220,10 @@ def generate_dataset(
         raise InputError(f"--K: K values must be finite and > 0, got {Ks}")
     if workers < 1:
         raise InputError(f"--workers: need at least 1, got {workers}")
+    try:
+        near_far = check_depth_range(tuple(depth_range))  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"--depth-range: {exc}") from None
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; choose another output path")
@@ -223,6 +236,7 @@ def generate_dataset(
         val_fraction=float(val_fraction),
         test_fraction=float(test_fraction),
         gamma=float(gamma),
+        depth_range=near_far,
     )
     _check_config(out, cfg)
     records: dict[int, dict[str, Any]] = {}

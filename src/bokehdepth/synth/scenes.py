@@ -8,8 +8,11 @@ exact; textures are mapped in metric surface coordinates (so they shrink with di
 slanted planes) and shaded with one directional light. Everything is computed in linear light on a 2×
 super-sampled grid and box-filtered down; the image is returned sRGB-encoded.
 
-Units: depth in metres (``DEPTH_RANGE`` = 0.5–20 m, object depths log-uniform), intrinsics ``fx, fy, cx, cy``
-in pixels (pixel centres at integer coordinates), disparity in 1/m.
+Units: depth in metres (``DEPTH_RANGE`` = 0.5–20 m by default, object depths log-uniform), intrinsics
+``fx, fy, cx, cy`` in pixels (pixel centres at integer coordinates), disparity in 1/m. Another range
+(``make_scene(..., depth_range=(near, far))``, e.g. 0.5–5 m for a room or a table top) scales the background,
+the wall's nearest point and the camera's height above the ground with ``far / 20``; the random draws are the
+same, so the default range reproduces the default scenes bit for bit.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from .textures import linear_to_srgb, random_texture
 
-__all__ = ["DEPTH_RANGE", "Scene", "make_scene", "scene_rng"]
+__all__ = ["DEPTH_RANGE", "Scene", "check_depth_range", "make_scene", "scene_rng"]
 
 DEPTH_RANGE = (0.5, 20.0)
 """Nearest and farthest scene depth in metres."""
@@ -36,7 +39,8 @@ class Scene:
 
     Attributes:
         image: float32 (H, W, 3) sRGB-encoded RGB in [0, 1].
-        depth: float32 (H, W) metric depth in metres, finite and within :data:`DEPTH_RANGE` everywhere.
+        depth: float32 (H, W) metric depth in metres, finite and within the scene's depth range everywhere
+            (:data:`DEPTH_RANGE` by default).
         intrinsics: ``{"fx", "fy", "cx", "cy"}`` in pixels at this size.
         disp_focus: suggested focus disparity in 1/m (the subject's median disparity).
         subject_mask: bool (H, W), the visible pixels of the subject (the nearest sizeable object); plays
@@ -346,12 +350,22 @@ def _pick_sample(depth: np.ndarray, labels: np.ndarray, f: int) -> tuple[np.ndar
     )
 
 
-def make_scene(seed: int, size: int | tuple[int, int] = 256) -> Scene:
+def check_depth_range(depth_range: tuple[float, float]) -> tuple[float, float]:
+    """Validate a scene depth range ``(near, far)`` in metres: finite, ``near > 0`` and ``far ≥ 4·near`` (the
+    layout puts the background between ``far / 4`` and ``far`` and objects in front of it)."""
+    near, far = (float(v) for v in depth_range)
+    if not (np.isfinite(near) and np.isfinite(far) and near > 0 and far >= 4 * near):
+        raise ValueError(f"depth range must be finite with 0 < near and far >= 4 x near (metres), got {near:g}-{far:g}")
+    return near, far
+
+
+def make_scene(seed: int, size: int | tuple[int, int] = 256, depth_range: tuple[float, float] = DEPTH_RANGE) -> Scene:
     """Draw one scene, deterministically from ``seed``.
 
     Args:
         seed: any non-negative integer; the same seed and size always give the same arrays.
         size: output size in pixels, an int (square) or (H, W).
+        depth_range: ``(near, far)`` in metres (default :data:`DEPTH_RANGE`); see the module docstring.
 
     Returns:
         :class:`Scene` with an sRGB image (H, W, 3), exact depth (H, W) in metres, intrinsics in pixels.
@@ -360,7 +374,8 @@ def make_scene(seed: int, size: int | tuple[int, int] = 256) -> Scene:
     if h < 8 or w < 8:
         raise ValueError(f"scene size must be at least 8x8 px, got {w}x{h}")
     rng = scene_rng(seed)
-    zmin, zmax = DEPTH_RANGE
+    zmin, zmax = check_depth_range(depth_range)
+    scale = zmax / DEPTH_RANGE[1]  # world scale of the background and the ground (1 by default)
     f = _SUPERSAMPLE
     hfov = np.deg2rad(rng.uniform(40.0, 90.0))
     fx = w / (2.0 * np.tan(hfov / 2.0))
@@ -385,11 +400,11 @@ def make_scene(seed: int, size: int | tuple[int, int] = 256) -> Scene:
         bg_rgb = _sky(rng, cam.h, cam.w)
         layers.append({"kind": "sky", "texture": "sky", "depth_m": zmax})
     else:
-        zb = _log_uniform(rng, 5.0, zmax)
+        zb = _log_uniform(rng, zmax / 4, zmax)
         normal = _random_normal(rng, 35.0)
         point = np.array([0.0, 0.0, zb])
         wall = _planar_surface(cam, normal, point, np.ones((cam.h, cam.w), bool), "wall")
-        wall.depth = np.clip(np.where(np.isfinite(wall.depth), wall.depth, zmax), 2.0, zmax)
+        wall.depth = np.clip(np.where(np.isfinite(wall.depth), wall.depth, zmax), max(zmax / 10, zmin), zmax)
         tk, bg_rgb = _sample_texture(rng, wall, cam.fx, rng.uniform(0.7, 2.5) * f)
         bg_rgb = bg_rgb * float(_shade(normal, light, 0.5))
         bg_depth = wall.depth
@@ -399,9 +414,9 @@ def make_scene(seed: int, size: int | tuple[int, int] = 256) -> Scene:
     labels = np.zeros((cam.h, cam.w), np.int16)
     far = float(min(np.median(bg_depth), zmax))
 
-    # optional ground plane (camera 0.8–2 m above it)
+    # optional ground plane (camera 0.8–2 m above it at the default scale)
     if rng.uniform() < 0.4:
-        height = rng.uniform(0.8, 2.0)
+        height = rng.uniform(0.8, 2.0) * scale
         pitch = rng.uniform(-0.15, 0.15)
         normal = np.array([0.0, -np.cos(pitch), np.sin(pitch)])
         ground = _planar_surface(cam, normal, np.array([0.0, height, 0.0]), np.ones((cam.h, cam.w), bool), "ground")

@@ -22,6 +22,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,13 @@ _DAV2 = ("dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="manifest.jsonl from 'bokehdepth synth'")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        metavar="MANIFEST",
+        help="manifest.jsonl from 'bokehdepth synth' (several: trained on their union, e.g. two depth ranges)",
+    )
     p.add_argument("--model", default="compact", choices=("compact", *_DAV2), help="model to train")
     p.add_argument("-o", "--output", required=True, help="output folder (checkpoints, loss.jsonl, final weights)")
     p.add_argument("--init", default=None, help="initial weights (DAv2 .pth/.safetensors; compact safetensors)")
@@ -180,23 +187,34 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
 
 
 def load_manifest_scenes(
-    manifest: str | Path, split: str | None, size: int, max_frames: int, multiple: int = 1, max_scenes=None
+    manifest: str | Path | Sequence[str | Path],
+    split: str | None,
+    size: int,
+    max_frames: int,
+    multiple: int = 1,
+    max_scenes=None,
 ) -> list[dict]:
-    """Read a synth manifest (:func:`bokehdepth.data.read_manifest`) and prepare every scene of ``split``
-    (None: all) in memory (see :func:`prepare_scene`); ``focus_sign`` comes from the record's ``focus_side``."""
+    """Read one or several synth manifests (:func:`bokehdepth.data.read_manifest`) and prepare every scene of
+    ``split`` (None: all) in memory (see :func:`prepare_scene`); ``focus_sign`` comes from the record's
+    ``focus_side``. Scene ids are prefixed with the manifest's index when there are several. ``max_scenes``
+    caps the total."""
     from tqdm import tqdm
 
     from ..data import read_manifest
     from ..io import read_depth, read_image, read_stack
     from ..models.compact_depth import SIDE_SIGN
 
-    if not Path(manifest).exists():
-        raise InputError(f"--data: {manifest} not found; create one with 'bokehdepth synth -o DIR --scenes N'")
-    rows = read_manifest(manifest, split=split)
+    manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
+    rows = []
+    for m, path in enumerate(manifests):
+        if not Path(path).exists():
+            raise InputError(f"--data: {path} not found; create one with 'bokehdepth synth -o DIR --scenes N'")
+        found = read_manifest(path, split=split)
+        if not found:
+            raise InputError(f"{path}: no scenes with split '{split}'; check --split")
+        rows += [{**r, "id": f"{m}/{r['id']}"} if len(manifests) > 1 else r for r in found]
     if max_scenes:
         rows = rows[:max_scenes]
-    if not rows:
-        raise InputError(f"{manifest}: no scenes with split '{split}'; check --split")
     scenes = []
     for r in tqdm(rows, desc="loading scenes", leave=False):
         stack = read_stack(r["stack"])
