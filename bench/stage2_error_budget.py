@@ -9,7 +9,8 @@ AbsRel of:
 - ``model defocus, true side``: the network's |Δ| signed with the ground-truth side (its blur reading);
 - ``model defocus, its side``: the same signed by the stack's ``focus_side`` where recorded, else the side head;
 - ``model (shipped output)``: the defocus depth blended with the monocular branch (what ``bokehdepth depth``
-  returns);
+  returns; an unrecorded side picked by expected relative error, ``side_rule="relative"``);
+- ``model, side by MAP``: the same with the more probable side (``side_rule="map"``);
 - ``model monocular branch``: ``exp(log_depth)`` alone.
 
 Columns split scenes by whether the stack records its focus side, and pixels by the blur radius their true
@@ -69,6 +70,7 @@ def main() -> None:
 
         est = {
             "model (shipped output)": model.depth_from_outputs(out, b.disp_focus, b.focus_sign),
+            "model, side by MAP": model.depth_from_outputs(out, b.disp_focus, b.focus_sign, side_rule="map"),
             "model defocus, its side": 1 / model.defocus_disparity(out, b.disp_focus, b.focus_sign),
             "model defocus, true side": from_offset(out["offset"], true_sign, df, cfg),
             "model monocular branch": out["log_depth"].clamp(max=np.log(cfg.max_depth)).exp(),

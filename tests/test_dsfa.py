@@ -166,3 +166,22 @@ def test_fuse_frame_features_passes_cls_and_untapped_layers():
     torch.testing.assert_close(out[2][:, 1:], expected)
     bypass = fuse_frame_features(feats, {2: block}, nf, k, single_frame=True)
     torch.testing.assert_close(bypass[2], ref[2])
+
+
+@pytest.mark.parametrize("bias_shape", [None, (6, 1, 1, 4), (6, 2, 1, 4)])
+def test_first_query_attention_is_the_same_function(bias_shape):
+    # the focus branch's regrouped attention (keys/values never projected) against the plain one
+    from bokehdepth.models.dsfa import DSFAAttention
+
+    torch.manual_seed(1)
+    attn = DSFAAttention(16, 2)
+    with torch.no_grad():
+        attn.qkv.bias.normal_()  # nonzero key bias: it must cancel in the softmax
+    x = torch.randn(6, 4, 16, requires_grad=True)
+    bias = None if bias_shape is None else -torch.rand(bias_shape) * 3
+    fast = attn.forward_first_query(x, bias)
+    slow = attn(x, bias=bias, num_queries=1)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    (g_fast,) = torch.autograd.grad(fast.square().sum(), x)
+    (g_slow,) = torch.autograd.grad(slow.square().sum(), x)
+    torch.testing.assert_close(g_fast, g_slow, atol=1e-5, rtol=1e-4)

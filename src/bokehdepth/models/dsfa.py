@@ -114,6 +114,37 @@ class DSFAAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
         return self.out_proj(out.transpose(1, 2).reshape(b, q.shape[2], d))
 
+    def forward_first_query(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The output of token 0 only, ``forward(x, bias, num_queries=1)``, in fewer operations.
+
+        The same function regrouped: the logits ``q·(W_k x_j + b_k)`` are computed as ``(W_kᵀ q)·x_j`` (the
+        ``q·b_k`` term is the same for every j, and softmax ignores it), and the values as
+        ``W_v (Σ_j a_j x_j) + b_v`` (the weights a_j sum to 1). Keys and values of the L tokens are never
+        projected, so the cost is three D×D products for token 0 instead of 3·L·D² (L = frames, D = width):
+        the DSFA focus branch attends over a handful of frames at every image token.
+
+        Args:
+            x: [B, L, D] (already layer-normed).
+            bias: additive logit bias, [B | 1, heads | 1, 1, L] or broadcastable to [B, heads, L], or None. The logits use the
+                published pre-scaled q only (no second SDPA scale: the biased path).
+
+        Returns:
+            [B, 1, D].
+        """
+        b, n, d = x.shape
+        h, e = self.num_heads, self.head_dim
+        w_q, w_k, w_v = self.qkv.weight.chunk(3, dim=0)  # [D_out, D_in] each; head i owns rows i·e … i·e + e
+        b_q, _, b_v = self.qkv.bias.chunk(3, dim=0)
+        q = (F.linear(x[:, 0], w_q, b_q) * e**-0.5).view(b, h, e).transpose(0, 1)  # [H, B, e]
+        q_in = torch.bmm(q, w_k.view(h, e, d)).transpose(0, 1)  # [B, H, D]: each head's query in input space
+        logits = torch.bmm(q_in, x.transpose(1, 2))  # [B, H, L]
+        if bias is not None:
+            logits = logits + (bias.squeeze(-2) if bias.dim() == 4 else bias)
+        mixed = torch.bmm(logits.softmax(dim=-1), x)  # [B, H, D]: Σ_j a_j x_j per head
+        out = torch.bmm(mixed.transpose(0, 1), w_v.view(h, e, d).transpose(1, 2))  # [H, B, e]
+        out = out.transpose(0, 1) + b_v.view(h, e)  # [B, H, e]
+        return self.out_proj(out.reshape(b, 1, d))
+
 
 class DSFAMlp(nn.Module):
     """``fc1`` (D→rD) → GELU → ``fc2`` (rD→D)."""
@@ -214,7 +245,7 @@ class DividedSpaceFocusBlock(nn.Module):
         xf = x.transpose(1, 2).reshape(b * p, nf, d)
         bias = -self.cfg.alibi_scale * (k[:, :1] - k).abs()  # [B, F]: row of frame 0
         bias = bias[:, None, None, None, :].expand(b, p, 1, 1, nf).reshape(b * p, 1, 1, nf)
-        ref = xf[:, :1] + self.gamma_focus_attn * self.focus_attn(self.ln_focus_attn(xf), bias=bias, num_queries=1)
+        ref = xf[:, :1] + self.gamma_focus_attn * self.focus_attn.forward_first_query(self.ln_focus_attn(xf), bias)
         ref = ref + self.gamma_focus_ffn * self.focus_ffn(self.ln_focus_ffn(ref))
         return ref.reshape(b, p, d)
 
