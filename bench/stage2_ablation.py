@@ -7,9 +7,12 @@ Three arms on held-out synthetic scenes (manifest splits ``val`` and ``test``, n
 3. ``no-stack-trained``: the same architecture trained without stacks (``train stage2 --single-frame``),
    run single-frame.
 
-With ``--baselines`` two references are added: ``constant`` (the median depth of the training scenes, one
-number for every pixel) and ``sweep`` (the classical Depth-from-Bokeh sweep, ``bokehdepth.sweep.sweep_stack``,
-on the same stacks).
+With ``--baselines`` references are added: ``constant`` (the median depth of the training scenes, one
+number for every pixel) and the classical Depth-from-Bokeh sweep (``bokehdepth.sweep.sweep_stack``, no
+learning) on the same stacks, twice: ``sweep, unambiguous px`` is its own output, which leaves a pixel empty
+(NaN) where the stack does not record the focus side and the two solutions differ, so it is scored on fewer
+pixels (the ``coverage`` column: scored / valid ground-truth pixels); ``sweep, all px`` fills those pixels with
+the nearer solution (the compact model's relative side rule at p = ½), so it is scored like the model.
 
 Metrics (no alignment, metric depth): AbsRel, δ1 (and RMSE), averaged over scenes, via bokehdepth.eval.metrics.
 A second table splits AbsRel by whether the stack records its focus side (``focus_side`` near/far: the sign of
@@ -69,7 +72,7 @@ def main() -> None:
     side_known = [bool(r.get("focus_side")) for r in rows]
     t0 = time.time()
     if const is not None:
-        per_arm["constant"], per_arm["sweep"] = [], []
+        per_arm["constant"], per_arm["sweep, unambiguous px"], per_arm["sweep, all px"] = [], [], []
     for r in tqdm(rows, desc="ablation"):
         image, stack, gt = read_image(r["image"]), read_stack(r["stack"]), read_depth(r["depth"])
         for name, (pred, single) in arms.items():
@@ -79,7 +82,10 @@ def main() -> None:
             from bokehdepth.sweep import sweep_stack
 
             per_arm["constant"].append(compute_metrics(np.full_like(gt, const), gt, max_depth=80.0))
-            per_arm["sweep"].append(compute_metrics(sweep_stack(stack).depth, gt, max_depth=80.0))
+            sw = sweep_stack(stack)
+            filled = sw.depth if sw.ambiguous is None else np.where(sw.ambiguous, sw.depth_near, sw.depth)
+            per_arm["sweep, unambiguous px"].append(compute_metrics(sw.depth, gt, max_depth=80.0))
+            per_arm["sweep, all px"].append(compute_metrics(filled, gt, max_depth=80.0))
     real = {}
     if args.real:
         from bokehdepth.render import render_stack
@@ -97,15 +103,17 @@ def main() -> None:
     summary = {}
     for name, ms in per_arm.items():
         summary[name] = {k: float(np.nanmean([m[k] for m in ms])) for k in ("abs_rel", "delta1", "rmse")}
+        n_gt = [m["n_pixels"] for m in per_arm["constant" if "constant" in per_arm else "stack"]]
+        summary[name]["coverage"] = float(np.sum([m["n_pixels"] for m in ms]) / max(1, np.sum(n_gt)))
     base = summary["stack"]["abs_rel"]
     print(f"held-out scenes: {len(rows)} ({args.splits}) from {manifest}; {time.time() - t0:.0f} s")
     if const is not None:
         print(f"constant arm: {const:.3f} m (median depth of the training scenes)")
-    print("| arm | AbsRel | δ1 | RMSE (m) | AbsRel vs stack |")
-    print("|---|---|---|---|---|")
+    print("| arm | AbsRel | δ1 | RMSE (m) | coverage | AbsRel vs stack |")
+    print("|---|---|---|---|---|---|")
     for name, s in summary.items():
         rel = "—" if name == "stack" else f"stack is {100 * (1 - base / s['abs_rel']):.0f} % lower"
-        print(f"| {name} | {s['abs_rel']:.3f} | {s['delta1']:.3f} | {s['rmse']:.2f} | {rel} |")
+        print(f"| {name} | {s['abs_rel']:.3f} | {s['delta1']:.3f} | {s['rmse']:.2f} | {s['coverage']:.3f} | {rel} |")
     print("\nAbsRel by focus side (known: the stack records near/far focus; unknown: focus inside the scene):")
     print(f"| arm | side known ({sum(side_known)} scenes) | side unknown ({len(rows) - sum(side_known)} scenes) |")
     print("|---|---|---|")

@@ -191,8 +191,10 @@ def test_config_without_cost_bins_loads_as_before(tmp_path):
 
 
 def test_embedded_weights_read_depth_from_the_stack():
-    """The shipped model on fresh synthetic scenes (seeds outside the training set) with stacks at its training
-    K: the stack must beat the same weights single-frame and a constant-depth guess by a wide margin."""
+    """The shipped model on fresh synthetic scenes (seeds outside the training set) of both training depth
+    ranges, focused near, far and on the subject, with stacks at its training K: the stack must lower AbsRel
+    by at least the issue's 30 % against the same weights single-frame, and beat a constant-depth guess (each
+    range's training median) by a wide margin."""
     if not DEFAULT_WEIGHTS.is_file():
         pytest.skip("embedded compact_depth.safetensors not built yet")
     from bokehdepth.eval.metrics import compute_metrics
@@ -202,14 +204,16 @@ def test_embedded_weights_read_depth_from_the_stack():
 
     pred = load_depth_predictor("compact", None, "cpu")
     stack_err, single_err, const_err = [], [], []
-    for seed in range(9000, 9004):
-        scene = make_scene(seed, 128)
-        for mode in ("near", "far"):
-            df, side, _ = choose_focus(scene.depth, np.random.default_rng(0), mode=mode)
-            stack = render_scene_stack(scene.image, scene.depth, [3.5, 7.0, 14.0], df, focus_side=side)
-            stack_err.append(compute_metrics(pred.predict(scene.image, stack).depth, scene.depth)["abs_rel"])
-            single = pred.predict(scene.image, stack, single_frame=True).depth
-            single_err.append(compute_metrics(single, scene.depth)["abs_rel"])
-            const_err.append(compute_metrics(np.full_like(scene.depth, 7.9), scene.depth)["abs_rel"])
-    assert np.mean(stack_err) < 0.6 * np.mean(single_err)
+    for depth_range, const in (((0.5, 20.0), 7.9), ((0.5, 5.0), 2.07)):
+        for seed in range(9000, 9004):
+            scene = make_scene(seed, 128, depth_range=depth_range)
+            for mode in ("near", "far", "subject"):
+                rng = np.random.default_rng(0)
+                df, side, _ = choose_focus(scene.depth, rng, scene.disp_focus, mode=mode)
+                stack = render_scene_stack(scene.image, scene.depth, [3.5, 7.0, 14.0], df, focus_side=side)
+                stack_err.append(compute_metrics(pred.predict(scene.image, stack).depth, scene.depth)["abs_rel"])
+                single = pred.predict(scene.image, stack, single_frame=True).depth
+                single_err.append(compute_metrics(single, scene.depth)["abs_rel"])
+                const_err.append(compute_metrics(np.full_like(scene.depth, const), scene.depth)["abs_rel"])
+    assert np.mean(stack_err) < 0.7 * np.mean(single_err)
     assert np.mean(stack_err) < 0.4 * np.mean(const_err)
