@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--depth-range",
         nargs=2,
-        default=["0.5", "20"],
+        default=None,
         metavar=("NEAR", "FAR"),
         help="scene depth range in metres (default 0.5 20; FAR >= 4 x NEAR); e.g. 0.5 5 for rooms and table "
         "tops, where a short-tele aperture bracket resolves depth",
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from ..synth.dataset import generate_dataset, write_preview
 
     Ks = parse_floats(args.K, "--K") if args.K else None
+    extra = {"depth_range": parse_floats(args.depth_range, "--depth-range")} if args.depth_range else {}
     manifest = generate_dataset(
         args.output,
         args.scenes,
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         K_convention=args.K_convention,
         workers=args.workers,
-        depth_range=parse_floats(args.depth_range, "--depth-range"),
+        **extra,
         progress=sys.stderr.isatty() and not args.no_progress,
     )
     if args.preview > 0:

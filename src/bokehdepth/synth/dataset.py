@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_dir, write_depth, write_image, write_json, write_stack
+from .scenes import DEPTH_RANGE
 
 __all__ = ["DatasetConfig", "generate_dataset", "make_sample", "scene_seed", "write_preview"]
 
@@ -61,7 +62,7 @@ class DatasetConfig:
     test_fraction: float = 0.05
     gamma: float = 2.2
     format_version: int = FORMAT_VERSION
-    depth_range: tuple[float, float] = (0.5, 20.0)
+    depth_range: tuple[float, float] = DEPTH_RANGE
 
 
 def scene_seed(seed: int, index: int) -> int:
@@ -185,7 +186,7 @@ def generate_dataset(
     gamma: float = 2.2,
     backend: str = "cpu",
     progress: bool = True,
-    depth_range: Sequence[float] = (0.5, 20.0),
+    depth_range: Sequence[float] = DEPTH_RANGE,
 ) -> Path:
     """Generate (or resume) a synthetic dataset; return the path of its ``manifest.jsonl``.
 
