@@ -29,6 +29,20 @@ def test_depth_cli_writes_contract_outputs(scene, capsys):
     assert (out / "depth_color.png").is_file()
     info = json.loads((out / "depth_info.json").read_text())
     assert info["backend"] == "compact" and info["n_frames"] == 3 and info["depth_from"] == "disp_focus + offset"
+    assert info["focus_side"] == "near" and info["side_rule"] == "recorded focus_side"
+
+
+def test_unrecorded_focus_side_uses_the_relative_rule(scene):
+    from bokehdepth.io import read_stack
+    from bokehdepth.pipelines.depth import load_depth_predictor
+
+    stack = read_stack(scene / "stack")
+    stack.focus_side = None
+    img = stack.frames[0]
+    res = load_depth_predictor("compact", None, "cpu").predict(img, stack)
+    assert res.info["side_rule"] == "relative" and res.info["focus_side"] is None
+    single = load_depth_predictor("compact", None, "cpu").predict(img, stack, single_frame=True)
+    assert single.info["side_rule"] is None  # monocular branch: no side to pick
 
 
 def test_single_frame_differs_from_stack(scene):
