@@ -328,6 +328,25 @@ def test_cli_eval_several_datasets_one_row_each(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "plots" / "synthB" / "pred_vs_gt.png").exists()
 
 
+def test_several_datasets_with_one_folder_name_keep_apart(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import bokehdepth.pipelines.depth as depth_pipeline
+    from bokehdepth.commands.eval import dataset_subfolders
+
+    assert dataset_subfolders(["a/test"]) == [""]
+    assert dataset_subfolders(["nyu/test", "kitti/test", "x/val"]) == ["nyu_test", "kitti_test", "val"]
+    assert dataset_subfolders(["a/test", "a/test"]) == ["a_test", "a_test_2"]
+    m = make_tiny_dataset(tmp_path / "one" / "ds", n=2)
+    shutil.copytree(m.parent, tmp_path / "two" / "ds")
+    monkeypatch.setattr(depth_pipeline, "load_depth_predictor", lambda *a, **k: _ScaledTruth(m))
+    argv = ["eval", "--data", str(m.parent), str(tmp_path / "two" / "ds"), "--backend", "compact"]
+    rc = main([*argv, "--json", str(tmp_path / "m.json"), "--save-pred", str(tmp_path / "pred")])
+    assert rc == 0, capsys.readouterr().err
+    assert len(json.loads((tmp_path / "m.json").read_text())["datasets"]) == 2
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["one_ds", "two_ds"]
+
+
 def test_rgbd_protocol_cap_clips_prediction(tmp_path):
     import cv2
 

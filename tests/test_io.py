@@ -235,6 +235,90 @@ def test_atomic_dir_merges_into_existing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_atomic_dir_rerun_replaces_the_whole_earlier_output(tmp_path):
+    out = tmp_path / "out"
+    with io.atomic_dir(out, owned=("depth*.npy", "ambiguous.npy")) as tmp:
+        for name in ("depth.npy", "depth_near.npy", "ambiguous.npy"):
+            (tmp / name).write_text("run 1")
+    inode = out.stat().st_ino
+    with io.atomic_dir(out, owned=("depth*.npy", "ambiguous.npy")) as tmp:
+        (tmp / "depth.npy").write_text("run 2")
+    assert sorted(p.name for p in out.iterdir()) == ["depth.npy"]  # the optional outputs of run 1 are gone
+    assert (out / "depth.npy").read_text() == "run 2"
+    assert out.stat().st_ino != inode  # swapped in whole, not entry by entry
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no backup or temp folder left
+
+
+def test_atomic_dir_keeps_foreign_files_and_drops_stale_outputs(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("notes.txt", "frame_000.png", "frame_001.png", "frame_002.png", "stack.json"):
+        (out / name).write_text("old")
+    with io.atomic_dir(out, owned=io.STACK_OUTPUTS) as tmp:
+        (tmp / "frame_000.png").write_text("new")
+        (tmp / "stack.json").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000.png", "notes.txt", "stack.json"]
+    assert (out / "notes.txt").read_text() == "old" and (out / "stack.json").read_text() == "new"
+
+
+def test_atomic_dir_failed_rerun_keeps_the_earlier_output(tmp_path):
+    out = tmp_path / "out"
+    with io.atomic_dir(out, owned=("*.npy",)) as tmp:
+        (tmp / "a.npy").write_text("run 1")
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(out, owned=("*.npy",)) as tmp:
+            (tmp / "b.npy").write_text("run 2")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_stack_rewritten_with_fewer_frames_leaves_no_stale_frame(tmp_path, rng):
+    io.write_stack(io.Stack(frames=[_img(rng)] * 4, K=[0, 1, 2, 3]), tmp_path / "s")
+    io.write_stack(io.Stack(frames=[_img(rng)] * 2, K=[0, 5]), tmp_path / "s")
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["frame_000.png", "frame_001.png", "stack.json"]
+    assert io.read_stack(tmp_path / "s").K == [0.0, 5.0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("K", [0, "x"]),
+        ("K", [0, None]),
+        ("K", "0 3"),
+        ("frames", ["frame_000.png", 3]),
+        ("disp_focus", "abc"),
+        ("disp_focus", [0.4]),
+        ("reference", "a"),
+        ("reference", 0.5),
+        ("gamma", {"g": 2.2}),
+        ("K_convention", 1),
+    ],
+)
+def test_bad_stack_json_field_is_one_line_error(tmp_path, rng, field, value):
+    io.write_stack(io.Stack(frames=[_img(rng)] * 2, K=[0, 3], disp_focus=0.4), tmp_path / "s")
+    meta_path = tmp_path / "s" / "stack.json"
+    meta = json.loads(meta_path.read_text())
+    meta[field] = value
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(InputError) as err:
+        io.read_stack(tmp_path / "s")
+    msg = str(err.value)
+    assert str(meta_path) in msg and "\n" not in msg
+    assert f"'{field}'" in msg or "equal length" in msg
+
+
+def test_bad_reference_stack_index_is_one_line_error(tmp_path, rng):
+    ds = tmp_path / "defocus_stack"
+    ds.mkdir()
+    io.write_image(tmp_path / "ref.png", _img(rng))
+    io.write_image(ds / "0.png", _img(rng))
+    for index in ({"ids": "0", "k_values": {"0": 10}}, {"ids": ["0"], "k_values": {"0": "ten"}}):
+        (ds / "stack_index.json").write_text(json.dumps(index))
+        with pytest.raises(InputError, match="stack_index.json"):
+            io.read_stack(ds)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_output_nonroot(tmp_path, rng):
     ro = tmp_path / "ro"

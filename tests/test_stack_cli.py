@@ -78,6 +78,32 @@ def test_default_K_list_is_10_20_30(tmp_path, capsys, tiny_image):
     assert read_stack(out).K == [0.0, 10.0, 20.0, 30.0]
 
 
+def test_K_VALUES_environment_default_takes_commas_and_errors_name_it(tmp_path, capsys, tiny_image, monkeypatch):
+    monkeypatch.setenv("K_VALUES", "5,12")
+    out = tmp_path / "s"
+    code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "-o", str(out), "--no-progress"])
+    assert code == 0, err
+    assert read_stack(out).K == [0.0, 5.0, 12.0]
+    monkeypatch.setenv("K_VALUES", "5;12")
+    code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "-o", str(tmp_path / "t"), "--no-progress"])
+    assert code == 2 and err.startswith("error: K_VALUES:") and "--K" not in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_rerun_with_fewer_K_leaves_no_frame_of_the_first_run(tmp_path, capsys, tiny_image):
+    out = tmp_path / "s"
+    for Ks in (["5", "10", "20", "30"], ["8"]):
+        code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "--K", *Ks, "-o", str(out), "--no-progress"])
+        assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "contact_sheet.png",
+        "frame_000.png",
+        "frame_001.png",
+        "stack.json",
+    ]
+    assert read_stack(out).K == [0.0, 8.0]
+
+
 def test_K_outside_the_published_range_is_clamped_with_a_warning(tmp_path, capsys, tiny_image):
     out = tmp_path / "s"
     code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "--K", "0.5", "45", "-o", str(out), "--no-progress"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from .errors import InputError, OutputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "STACK_OUTPUTS",
     "Stack",
     "atomic_dir",
     "atomic_file",
@@ -86,18 +88,23 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; move its content into ``path`` only if the block succeeds.
+def atomic_dir(path: str | os.PathLike, owned: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; put its content at ``path`` only if the block succeeds.
 
-    A new ``path`` is created by one rename. An existing ``path`` keeps its other files; entries written in
-    the block replace entries of the same name.
+    ``owned`` lists the names (glob patterns, e.g. ``"frame_*.png"``) of every file the calling verb can
+    write. A new ``path`` is created by one rename. An existing ``path`` that holds nothing but such outputs
+    (a rerun into the same folder) is swapped whole for the new one, so no file of the earlier run survives
+    beside the new outputs. An existing ``path`` that also holds other files keeps them: the new entries
+    replace those of the same name and earlier outputs matching ``owned`` that the new run did not write
+    are removed.
     """
     path = Path(path)
     _ensure_parent(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; choose another output path")
+    full = Path(os.path.abspath(path))  # "." has no name and would get its temp folder inside itself
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{full.name}.tmp-", dir=full.parent))
         tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes 0700; give the folder the usual permissions
     except OSError as exc:
         raise _output_error(path, exc) from exc
@@ -106,18 +113,51 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if not path.exists():
             os.replace(tmp, path)
         else:
-            for entry in tmp.iterdir():
-                dest = path / entry.name
-                if dest.is_dir() and not dest.is_symlink():
-                    shutil.rmtree(dest)
-                os.replace(entry, dest)
-            tmp.rmdir()
+            _merge_dir(tmp, path, owned)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _output_error(path, exc) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _merge_dir(new: Path, path: Path, owned: Sequence[str]) -> None:
+    """Move the finished folder ``new`` to the existing folder ``path`` (see :func:`atomic_dir`)."""
+    written = {e.name for e in new.iterdir()}
+
+    def ours(name: str) -> bool:
+        return name in written or any(fnmatch.fnmatchcase(name, pat) for pat in owned)
+
+    existing = list(path.iterdir())
+    path = Path(os.path.abspath(path))
+    holds_cwd = path == Path.cwd() or path in Path.cwd().parents  # never rename the working folder away
+    if all(ours(e.name) for e in existing) and not holds_cwd:
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(path, old)
+        try:
+            os.replace(new, path)
+        except OSError:
+            os.replace(old, path)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    for entry in existing:
+        if entry.name not in written and ours(entry.name):
+            _remove(entry)
+    for entry in new.iterdir():
+        dest = path / entry.name
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(entry, dest)
+    new.rmdir()
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
 
 
 def _current_umask() -> int:
@@ -494,6 +534,9 @@ class Stack:
         return meta
 
 
+STACK_OUTPUTS = ("frame_*.png", "stack.json")
+"""Names :func:`write_stack` writes; an earlier stack's frames in the same folder are removed on rewrite."""
+
 _STACK_KNOWN = {
     "frames",
     "K",
@@ -511,7 +554,7 @@ def write_stack(stack: Stack, out_dir: str | os.PathLike, bits: Literal[8, 16] =
     """Write a stack folder (``frame_000.png`` … + ``stack.json``) atomically; return its path."""
     out_dir = Path(out_dir)
     names = [f"frame_{i:03d}.png" for i in range(len(stack.frames))]
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owned=STACK_OUTPUTS) as tmp:
         for name, frame in zip(names, stack.frames):
             write_image(tmp / name, frame, bits=bits)
         meta = replace(stack, names=names).metadata()
@@ -551,41 +594,91 @@ def _load_json(path: Path) -> dict[str, Any]:
     return obj
 
 
+def _field(meta_path: Path, meta: dict[str, Any], key: str, convert, default: Any, what: str) -> Any:
+    """``convert(meta[key])`` (``default`` when absent or null); a bad value is a one-line InputError."""
+    value = meta.get(key)
+    if value is None:
+        return default
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(
+            f"{meta_path}: field '{key}' must be {what}, got {value!r}; fix or regenerate the stack"
+        ) from exc
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("not a number")
+    return float(value)
+
+
+def _number_list(values: Any) -> list[float]:
+    if not isinstance(values, list):
+        raise TypeError("not a list")
+    return [_number(v) for v in values]
+
+
+def _name_list(values: Any) -> list[str]:
+    if not isinstance(values, list) or any(not isinstance(v, str) or not v for v in values):
+        raise TypeError("not a list of file names")
+    return list(values)
+
+
 def _read_own_stack(path: Path) -> Stack:
     meta_path = path / "stack.json"
     meta = _load_json(meta_path)
     for key in ("frames", "K"):
         if key not in meta:
             raise InputError(f"{meta_path}: missing field '{key}'; see the stack format in DESIGN.md")
-    names, Ks = meta["frames"], meta["K"]
-    if not isinstance(names, list) or not isinstance(Ks, list) or len(names) != len(Ks):
+    names = _field(meta_path, meta, "frames", _name_list, None, "a list of frame file names")
+    Ks = _field(meta_path, meta, "K", _number_list, None, "a list of numbers (one K per frame)")
+    if names is None or Ks is None or len(names) != len(Ks):
         raise InputError(f"{meta_path}: 'frames' and 'K' must be lists of equal length")
+    fields = dict(
+        disp_focus=_field(meta_path, meta, "disp_focus", _number, None, "a number (focus disparity, 1/m) or null"),
+        reference=_field(meta_path, meta, "reference", _index, 0, "a frame index (integer)"),
+        gamma=_field(meta_path, meta, "gamma", _number, 2.2, "a number"),
+        source=_field(meta_path, meta, "source", _text, "render", "a string"),
+        K_convention=_field(meta_path, meta, "K_convention", _text, "metric", "'metric' or 'normalized'"),
+        focus_side=_field(meta_path, meta, "focus_side", _text, None, "'near', 'far' or null"),
+    )
     frames = [read_image(path / n) for n in names]
     try:
         return Stack(
             frames=frames,
             K=Ks,
-            disp_focus=None if meta.get("disp_focus") is None else float(meta["disp_focus"]),
-            reference=int(meta.get("reference", 0)),
-            gamma=float(meta.get("gamma", 2.2)),
             lens=meta.get("lens"),
-            source=str(meta.get("source", "render")),
-            K_convention=str(meta.get("K_convention", "metric")),
-            focus_side=meta.get("focus_side"),
             names=list(names),
             extra={k: v for k, v in meta.items() if k not in _STACK_KNOWN},
+            **fields,
         )
     except InputError as exc:
         raise InputError(f"{meta_path}: {exc}") from exc
 
 
+def _index(value: Any) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise TypeError("not an integer")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("not a string")
+    return value
+
+
 def _read_reference_stack(path: Path) -> Stack:
     index_path = path / "stack_index.json"
     index = _load_json(index_path)
-    ids = [str(i) for i in index.get("ids", [])]
-    kv = index.get("k_values", {})
+    raw_ids, kv = index.get("ids", []), index.get("k_values", {})
+    ids = [str(i) for i in raw_ids] if isinstance(raw_ids, list) else []
     if not ids or not isinstance(kv, dict) or any(i not in kv for i in ids):
-        raise InputError(f"{index_path}: needs 'ids' and a 'k_values' entry for each id")
+        raise InputError(f"{index_path}: needs a list 'ids' and a 'k_values' entry for each id")
+    Ks = _field(index_path, {"k_values": [kv[i] for i in ids]}, "k_values", _number_list, None, "numbers")
     ref_candidates = [path.parent / "ref.png"]
     if index.get("ref_image"):
         ref_candidates.append(Path(index["ref_image"]))
@@ -597,7 +690,7 @@ def _read_reference_stack(path: Path) -> Stack:
     try:
         return Stack(
             frames=frames,
-            K=[0.0] + [float(kv[i]) for i in ids],
+            K=[0.0, *Ks],
             disp_focus=None,
             reference=0,
             source="generated",

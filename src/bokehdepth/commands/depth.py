@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     split_stack(image, stack)  # size check before any model is loaded
     predictor = load_depth_predictor(args.backend, args.weights, args.device)
     result = predictor.predict(image, stack, single_frame=args.single_frame)
-    with atomic_dir(args.output) as tmp:
+    with atomic_dir(args.output, owned=("depth.npy", "depth_color.png", "depth_info.json")) as tmp:
         write_depth_outputs(tmp, result.depth)
         write_json(tmp / "depth_info.json", {"image": str(args.image), "stack": str(args.stack), **result.info})
     print(f"wrote {args.output}/depth.npy and depth_color.png ({args.backend})")

@@ -92,6 +92,25 @@ def _load_predictor(args: argparse.Namespace):
     return predictor
 
 
+def dataset_subfolders(folders: list[str]) -> list[str]:
+    """One distinct subfolder name per ``--data`` folder ("" for a single one) for ``--save-pred``/``--plots``.
+
+    The folder's own name, or ``<parent>_<name>`` (then ``…_2``, ``…_3``) where two folders share a name.
+    """
+    if len(folders) == 1:
+        return [""]
+    names = [Path(f).name for f in folders]
+    out: list[str] = []
+    for f, name in zip(folders, names):
+        if names.count(name) > 1:
+            name = f"{Path(f).resolve().parent.name}_{name}"
+        base, i = name, 2
+        while name in out:
+            name, i = f"{base}_{i}", i + 1
+        out.append(name)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     import contextlib
 
@@ -109,10 +128,9 @@ def run(args: argparse.Namespace) -> int:
             predictor = _load_predictor(args)
             save = stack.enter_context(atomic_dir(args.save_pred)) if args.save_pred else None
             rgbd = {"layout": args.layout, "crop": args.crop, "depth_scale": args.depth_scale}
-            several = len(args.data) > 1
+            subs = dataset_subfolders(args.data)
             results = []
-            for data in args.data:
-                sub = Path(data).name if several else ""
+            for data, sub in zip(args.data, subs):
                 result = evaluate_predictor(
                     predictor,
                     data,
@@ -125,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
                     **common,
                 )
                 result.settings.update(backend=args.backend, weights=args.weights, single_frame=args.single_frame)
+                if len(subs) > 1 and sub != Path(data).name:
+                    result.name = f"{result.name} [{sub}]"  # two datasets share a folder name
                 results.append(result)
         if args.json:
             if len(results) == 1:

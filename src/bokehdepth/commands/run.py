@@ -119,11 +119,10 @@ def _env(args: argparse.Namespace, name: str) -> str | None:
 
 def build_config(args: argparse.Namespace, device: str):
     """The :class:`RunConfig` of the parsed flags, environment-variable defaults applied."""
-    from ..io import parse_floats
-    from ..pipelines.bokehdepth import DEFAULT_K, RunConfig
+    from ..pipelines.bokehdepth import RunConfig
+    from ..pipelines.stack import requested_Ks
 
-    k_arg = _env(args, "K")
-    Ks = DEFAULT_K if k_arg is None else tuple(parse_floats(k_arg, "--K (K_VALUES)"))
+    Ks = tuple(requested_Ks(args.K))
     seed_arg = _env(args, "seed")
     try:
         seed = 42 if seed_arg is None else int(seed_arg)

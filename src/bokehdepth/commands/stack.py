@@ -123,18 +123,13 @@ def _env_seed() -> int:
         raise InputError(f"SEED: environment variable must be an integer, got {value!r}; or pass --seed") from None
 
 
-def _default_Ks() -> list[str]:
-    env = os.environ.get("K_VALUES", "").split()
-    return env or ["10", "20", "30"]
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..io import atomic_dir, parse_floats, read_image, write_image, write_stack
-    from ..pipelines.stack import check_Ks, load_stack_generator
+    from ..io import STACK_OUTPUTS, atomic_dir, read_image, write_image, write_stack
+    from ..pipelines.stack import check_Ks, load_stack_generator, requested_Ks
     from ..viz import contact_sheet
 
     out = Path(args.output)
-    Ks_requested = parse_floats(args.K if args.K is not None else _default_Ks(), "--K")
+    Ks_requested = requested_Ks(args.K)
     Ks, notes = check_Ks(Ks_requested, "--K")
     for note in notes:
         sys.stderr.write(f"warning: {note}\n")
@@ -154,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     labels = ["K=0 (sharp)"] + [f"K={k:g}" for k in stack.K[1:]]
     sheet = contact_sheet(stack.frames, labels)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned=(*STACK_OUTPUTS, "contact_sheet.png")) as tmp:
         write_stack(stack, tmp, bits=args.bits)
         write_image(tmp / "contact_sheet.png", sheet)
     sys.stdout.write(f"wrote {len(stack)} frames (K = {', '.join(f'{k:g}' for k in stack.K)}) to {out}\n")

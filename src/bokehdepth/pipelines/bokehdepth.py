@@ -36,6 +36,7 @@ import numpy as np
 
 from ..errors import InputError, OutputError
 from ..io import Stack, atomic_dir, read_image, validate_image, write_depth_outputs, write_image
+from .stack import DEFAULT_KS
 
 __all__ = [
     "DEFAULT_K",
@@ -51,7 +52,7 @@ __all__ = [
     "run_one",
 ]
 
-DEFAULT_K: tuple[float, ...] = (10.0, 20.0, 30.0)
+DEFAULT_K: tuple[float, ...] = DEFAULT_KS
 """Default blur strengths (normalized K, px at 512-px width per unit of normalised disparity), as
 ``run_inference.sh``."""
 K_MAX = 30.0
@@ -70,6 +71,8 @@ _RELEASED = {
 _EMBEDDED = {"stage1": "compact_generator.safetensors", "stage2": "compact_depth.safetensors"}
 SUMMARY_NAME = "pipeline_summary.json"
 STACK_DIR = "defocus_stack"
+RUN_OUTPUTS = ("ref.png", STACK_DIR, "manifest.jsonl", "*.npy", "depth_color.png", "*.json")
+"""What a run writes in ``<output_root>/<image>/``; a rerun replaces all of it (see :func:`io.atomic_dir`)."""
 REFERENCE_METHOD = "bokeh_diffusion_i2i_pipeline"
 COMPACT_METHOD = "bokehdepth_compact_generator"
 
@@ -391,7 +394,7 @@ class BokehDepthPipeline:
         Ks = [float(result.stack.K[i]) for i in gen]  # as generated (Stage-1 clamps K into its range)
         frame_names = [f"{j}.png" for j in range(len(gen))]
         info = result.stage1_info
-        with atomic_dir(run_dir) as tmp:
+        with atomic_dir(run_dir, owned=RUN_OUTPUTS) as tmp:
             write_image(tmp / "ref.png", result.image)
             (tmp / STACK_DIR).mkdir()
             for name, i in zip(frame_names, gen):

@@ -39,6 +39,7 @@ __all__ = [
     "check_Ks",
     "generate_stack",
     "load_stack_generator",
+    "requested_Ks",
     "working_size",
 ]
 
@@ -55,6 +56,17 @@ class StackGenerator(Protocol):
     """What every Stage-1 backend provides."""
 
     def generate(self, image: np.ndarray, Ks: Sequence[float], seed: int = 42, progress: bool = False) -> Stack: ...
+
+
+def requested_Ks(values: Sequence[str] | str | None) -> list[float]:
+    """The K list a user asked for: ``--K`` when given, else the ``K_VALUES`` environment variable
+    (numbers separated by spaces or commas), else :data:`DEFAULT_KS`. Errors name where the bad value came from."""
+    from ..io import parse_floats
+
+    if values is not None and len(values) > 0:
+        return parse_floats(values, "--K")
+    env = os.environ.get("K_VALUES", "").strip()
+    return parse_floats(env, "K_VALUES") if env else list(DEFAULT_KS)
 
 
 def check_Ks(Ks: Sequence[float], flag: str = "--K") -> tuple[list[float], list[str]]:

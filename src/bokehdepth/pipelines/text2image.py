@@ -298,7 +298,7 @@ def write_results(
     from ..viz import contact_sheet
 
     names = [output_name(prompt, t) for t in targets]
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, owned=("*-bokeh*.jpg", "contact_sheet.png", "generation.json")) as tmp:
         for name, image in zip(names, images):  # same name twice: the later target wins, as published
             write_image(tmp / name, image, quality=75)
         sheet = contact_sheet(list(images), [f"bokeh {float(t):g}" for t in targets])
