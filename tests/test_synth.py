@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -75,19 +76,42 @@ def test_make_scene_deterministic_and_physical():
         assert s.disp_focus == pytest.approx(float(np.median(1.0 / s.depth[s.subject_mask])), rel=1e-5)
 
 
-def test_make_scene_depth_range():
-    # a 0.5–5 m world (rooms, table tops): every pixel within it, the background at most 5 m away
+# sha256 (first 16 hex) of make_scene(seed, 32): depth rounded to 0.1 mm, then the image as 8-bit. Recorded
+# when the default scenes were checked bit for bit against a dataset written before --depth-range existed
+# (data/synthK14, 2026-11-23). A change here changes every dataset: bump synth.dataset.FORMAT_VERSION.
+DEFAULT_SCENE_DIGESTS = ["c773901b21b448c2", "78f52494ff5a099a", "a8f81cc6d2670837", "aec8e42cd3b4083e"]
+
+
+def _scene_digest(s) -> str:
+    data = np.round(s.depth.astype(np.float64), 4).tobytes() + np.round(s.image * 255).astype(np.uint8).tobytes()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def test_default_scenes_are_pinned():
+    assert [_scene_digest(make_scene(seed, 32)) for seed in range(4)] == DEFAULT_SCENE_DIGESTS
+
+
+def test_make_scene_depth_range_scales_the_world():
+    # a 0.5–5 m world (rooms, table tops): the same draws as the default world, the background scaled by 5/20
     from bokehdepth.synth.scenes import check_depth_range
 
-    far_ones = 0
-    for seed in range(6):
-        s = make_scene(seed, 48, depth_range=(0.5, 5.0))
-        assert 0.5 - 1e-5 <= s.depth.min() and s.depth.max() <= 5.0 + 1e-5
-        wide = make_scene(seed, 48)
-        far_ones += int(wide.depth.max() > 5.0)
-        np.testing.assert_array_equal(wide.depth, make_scene(seed, 48, depth_range=DEPTH_RANGE).depth)
-    assert far_ones >= 3  # the default range does reach beyond 5 m, so the bound above is not vacuous
-    for bad in [(0.0, 5.0), (1.0, 3.0), (float("nan"), 5.0), (2.0, float("inf"))]:
+    walls = 0
+    for seed in range(8):
+        near, wide = make_scene(seed, 48, depth_range=(0.5, 5.0)), make_scene(seed, 48)
+        assert 0.5 - 1e-5 <= near.depth.min() and near.depth.max() <= 5.0 + 1e-5
+        bg_near, bg_wide = near.layers[0], wide.layers[0]
+        assert bg_near["kind"] == bg_wide["kind"]  # same random draws
+        if bg_near["kind"] == "wall":  # the wall's anchor depth is drawn in [far/4, far] and scales with far
+            walls += 1
+            assert 1.25 <= bg_near["depth_m"] <= 5.0
+            assert bg_near["depth_m"] == pytest.approx(bg_wide["depth_m"] * 5.0 / 20.0, rel=1e-9)
+            wall = near.labels == 0
+            # not a flat 5 m background produced by clipping: most wall pixels lie strictly inside the range
+            assert (near.depth[wall] < 5.0 - 1e-4).mean() > 0.5
+        else:
+            assert bg_near["depth_m"] == 5.0 and bg_wide["depth_m"] == 20.0
+    assert walls >= 3
+    for bad in [(0.0, 5.0), (1.0, 3.0), (float("nan"), 5.0), (2.0, float("inf")), (1e-30, 1.0), (1.0, 1e9)]:
         with pytest.raises(ValueError, match="depth range"):
             check_depth_range(bad)
 
@@ -244,8 +268,13 @@ def test_depth_range_is_part_of_the_dataset_config(tmp_path):
     cfg_path = m.parent / "dataset.json"
     assert json.loads(cfg_path.read_text())["depth_range"] == [0.5, 5.0]
     for line in m.read_text().splitlines():
-        lo, hi = json.loads(line)["depth_range"]
-        assert 0.5 - 1e-5 <= lo and hi <= 5.0 + 1e-5
+        rec = json.loads(line)
+        assert rec["scene_depth_range"] == [0.5, 5.0]
+        assert read_stack(m.parent / rec["stack"]).extra["scene_depth_range"] == [0.5, 5.0]
+        # the record alone reproduces the scene: seed, size and the configured range
+        scene = make_scene(rec["seed"], rec["size"][0], depth_range=tuple(rec["scene_depth_range"]))
+        np.testing.assert_array_equal(scene.depth, np.load(m.parent / rec["depth"]))
+        assert rec["depth_minmax"] == [float(scene.depth.min()), float(scene.depth.max())]
     with pytest.raises(InputError, match="dataset.json"):
         make_tiny_dataset(tmp_path / "near", n=2)  # another range: refused
     # a folder made before the field existed was made with the default range and still resumes
@@ -256,6 +285,38 @@ def test_depth_range_is_part_of_the_dataset_config(tmp_path):
     assert make_tiny_dataset(tmp_path / "wide", n=2) == wide
     with pytest.raises(InputError, match="dataset.json"):
         make_tiny_dataset(tmp_path / "wide", n=2, depth_range=(0.5, 5.0))
+
+
+def test_blur_larger_than_the_image_is_refused(tmp_path):
+    # K 14 px·m at 32 px with a 1 cm near plane: radius 14 × (100 − 0.0…) ≈ 1400 px > 32 px
+    with pytest.raises(InputError, match="--depth-range/--K.*raise NEAR or lower --K"):
+        make_tiny_dataset(tmp_path / "ds", n=1, depth_range=(0.01, 1.0), Ks=(14.0,))
+    assert not (tmp_path / "ds").exists()
+
+
+def test_scene_seeds_never_repeat():
+    from bokehdepth.synth.dataset import _draw_seed, scene_seeds
+
+    # find a collision of the plain 32-bit draws among a few thousand seeds (about 0.1 % per seed at n = 4000)
+    n = 4000
+    for master in range(400):
+        plain = [_draw_seed(master, i, 0) for i in range(n)]
+        if len(set(plain)) < n:
+            break
+    else:
+        pytest.fail("no collision found; widen the search")
+    seeds = scene_seeds(master, n)
+    assert len(set(seeds)) == n  # every scene distinct
+    changed = [i for i in range(n) if seeds[i] != plain[i]]
+    assert changed and all(plain[i] in plain[:i] for i in changed)  # only the repeats were redrawn
+    assert scene_seeds(master, changed[0]) == seeds[: changed[0]]  # a prefix does not depend on n
+    assert scene_seed(master, changed[0]) == seeds[changed[0]]
+
+
+def test_dataset_json_records_backend_and_version(tmp_path):
+    m = make_tiny_dataset(tmp_path / "ds", n=1)
+    cfg = json.loads((m.parent / "dataset.json").read_text())
+    assert cfg["backend"] == "cpu" and cfg["bokehdepth_version"]
 
 
 def test_normalized_convention_records(tmp_path):

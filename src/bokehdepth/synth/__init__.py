@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .dataset import DatasetConfig, generate_dataset, scene_seed, write_preview
+from .dataset import DatasetConfig, generate_dataset, scene_seed, scene_seeds, write_preview
 from .scenes import DEPTH_RANGE, Scene, make_scene
 from .stacks import (
     DEFAULT_METRIC_K_256,
@@ -28,5 +28,6 @@ __all__ = [
     "published_focus",
     "render_scene_stack",
     "scene_seed",
+    "scene_seeds",
     "write_preview",
 ]

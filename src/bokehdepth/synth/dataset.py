@@ -12,14 +12,17 @@ Layout of ``out_dir``::
     000000/record.json      this scene's manifest record (written last: marks the scene as finished)
 
 Each scene folder is written atomically, so an interrupted run leaves only finished scenes; a rerun with the
-same arguments skips them, and a rerun with a larger ``n_scenes`` (other arguments equal) extends the dataset. Scene ``i`` is drawn from ``SeedSequence([seed, i])`` alone, so the output is
-byte-identical for the same arguments whatever ``workers`` is.
+same arguments skips them, and a rerun with a larger ``n_scenes`` (other arguments equal) extends the dataset.
+Scene ``i`` is drawn from its own seed (:func:`scene_seeds`: ``SeedSequence([seed, i])``, redrawn in the rare
+case it repeats an earlier scene's), so the output is byte-identical for the same arguments whatever
+``workers`` is, and no scene appears twice.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -31,7 +34,7 @@ from ..errors import InputError
 from ..io import atomic_dir, write_depth, write_image, write_json, write_stack
 from .scenes import DEPTH_RANGE
 
-__all__ = ["DatasetConfig", "generate_dataset", "make_sample", "scene_seed", "write_preview"]
+__all__ = ["DatasetConfig", "generate_dataset", "make_sample", "scene_seed", "scene_seeds", "write_preview"]
 
 FORMAT_VERSION = 1
 
@@ -51,6 +54,8 @@ class DatasetConfig:
         gamma: rendering gamma.
         depth_range: ``(near, far)`` scene depth range in metres (default 0.5–20 m,
             :data:`~bokehdepth.synth.scenes.DEPTH_RANGE`); a ``dataset.json`` without it was made with the default.
+        backend: renderer backend of the stacks (``"cpu"``: numba; ``"torch"`` differs at the 40 dB level, so a
+            folder is resumed with the backend that started it).
     """
 
     n_scenes: int
@@ -63,24 +68,59 @@ class DatasetConfig:
     gamma: float = 2.2
     format_version: int = FORMAT_VERSION
     depth_range: tuple[float, float] = DEPTH_RANGE
+    backend: str = "cpu"
+
+
+def _draw_seed(seed: int, index: int, attempt: int) -> int:
+    key = [int(seed), int(index)] if attempt == 0 else [int(seed), int(index), 2, attempt]
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint32)[0])
+
+
+def scene_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of scenes ``0 … n−1`` (passed to :func:`~bokehdepth.synth.scenes.make_scene`).
+
+    Scene ``i`` gets the 32-bit draw of ``SeedSequence([seed, i])``. Distinct indices collide at the birthday
+    rate (about n²/2³³; for seed 0 first at scene 55 170), and a collision would put the same scene in a
+    dataset twice, possibly in train and test; such a draw is replaced by ``SeedSequence([seed, i, 2, a])``
+    for the first attempt ``a`` ≥ 1 that is new. Seed ``i`` depends only on scenes ``≤ i``, so a longer
+    dataset starts with the same scenes.
+    """
+    out: list[int] = []
+    seen: set[int] = set()
+    for i in range(int(n)):
+        attempt = 0
+        s = _draw_seed(seed, i, attempt)
+        while s in seen:
+            attempt += 1
+            s = _draw_seed(seed, i, attempt)
+        seen.add(s)
+        out.append(s)
+    return out
 
 
 def scene_seed(seed: int, index: int) -> int:
-    """The seed of scene ``index`` (passed to :func:`~bokehdepth.synth.scenes.make_scene`)."""
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, dtype=np.uint32)[0])
+    """The seed of scene ``index`` (see :func:`scene_seeds`; O(index), so compute the table once for many)."""
+    return scene_seeds(seed, int(index) + 1)[-1]
 
 
 def _scene_id(index: int) -> str:
     return f"{index:06d}"
 
 
-def make_sample(cfg: DatasetConfig, index: int, out_dir: Path, backend: str = "cpu") -> dict[str, Any]:
-    """Make scene ``index`` of a dataset and write its folder atomically; return its manifest record."""
+def make_sample(
+    cfg: DatasetConfig, index: int, out_dir: Path, s_seed: int | None = None, backend: str | None = None
+) -> dict[str, Any]:
+    """Make scene ``index`` of a dataset and write its folder atomically; return its manifest record.
+
+    ``s_seed``: the scene's seed if already known (``scene_seeds(cfg.seed, n)[index]``); ``backend``
+    overrides ``cfg.backend``.
+    """
     from .scenes import make_scene
     from .stacks import choose_focus, render_scene_stack
 
     sid = _scene_id(index)
-    s_seed = scene_seed(cfg.seed, index)
+    s_seed = scene_seed(cfg.seed, index) if s_seed is None else int(s_seed)
+    backend = cfg.backend if backend is None else backend
     rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), int(index), 1]))
     u = rng.uniform()
     split = "test" if u < cfg.test_fraction else "val" if u < cfg.test_fraction + cfg.val_fraction else "train"
@@ -116,11 +156,13 @@ def make_sample(cfg: DatasetConfig, index: int, out_dir: Path, backend: str = "c
         "split": split,
         "seed": s_seed,
         "size": [int(scene.depth.shape[0]), int(scene.depth.shape[1])],
-        "depth_range": [float(scene.depth.min()), float(scene.depth.max())],
+        "scene_depth_range": [float(v) for v in cfg.depth_range],  # make_scene(seed, size, depth_range=this)
+        "depth_minmax": [float(scene.depth.min()), float(scene.depth.max())],
         "gamma": cfg.gamma,
     }
     record.update({k: v for k, v in stack.extra.items()})
     stack.extra["scene_seed"] = s_seed
+    stack.extra["scene_depth_range"] = [float(v) for v in cfg.depth_range]
     with atomic_dir(out_dir / sid) as tmp:
         write_image(tmp / "image.png", scene.image)
         write_depth(tmp / "depth.npy", scene.depth)
@@ -151,11 +193,13 @@ def _check_config(out_dir: Path, cfg: DatasetConfig) -> None:
     rerun with a larger count extends the dataset (and a smaller one lists the first scenes)."""
     cfg_path = out_dir / "dataset.json"
     want = json.loads(json.dumps(asdict(cfg)))
+    version = _package_version()
     if cfg_path.exists():
         try:
             have = json.loads(cfg_path.read_text())
         except ValueError:
             have = None
+        made_by = have.pop(_VERSION_KEY, None) if isinstance(have, dict) else None
         if isinstance(have, dict):  # fields added later take their defaults in older folders
             defaults = {f.name: f.default for f in fields(DatasetConfig) if f.default is not MISSING}
             have = {**json.loads(json.dumps(defaults)), **have}
@@ -164,12 +208,42 @@ def _check_config(out_dir: Path, cfg: DatasetConfig) -> None:
                 f"{cfg_path}: this folder holds a dataset made with other arguments; "
                 "choose a new output folder or rerun with the same arguments to resume"
             )
+        if made_by != version:
+            warnings.warn(
+                f"{cfg_path}: made by bokehdepth {made_by or 'before 0.1'}, resumed by {version}; if the scene "
+                "generator changed in between, the new scenes differ in style from the old ones",
+                stacklevel=3,
+            )
         if have != want:
-            write_json(cfg_path, want)
+            write_json(cfg_path, {**want, **({_VERSION_KEY: made_by} if made_by else {})})
     elif out_dir.exists() and any(out_dir.iterdir()):
         raise InputError(f"{out_dir}: folder is not empty and is not a synth dataset; choose a new output folder")
     else:
-        write_json(cfg_path, want)
+        write_json(cfg_path, {**want, _VERSION_KEY: version})
+
+
+_VERSION_KEY = "bokehdepth_version"
+
+
+def _package_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("bokehdepth")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _check_blur_size(Ks: Sequence[float], K_convention: str, size: int, near: float, far: float) -> None:
+    """Refuse settings whose largest blur radius (px) exceeds the image: nothing left to see, endless render."""
+    if K_convention != "metric":
+        return  # normalised disparity spans [0, 1]: the radius is at most K·size/512
+    radius = max(Ks) * (1.0 / near - 1.0 / far)
+    if radius > size:
+        raise InputError(
+            f"--depth-range/--K: the largest blur radius would be {radius:.4g} px, more than the {size}-px image "
+            f"(K {max(Ks):g} px·m × (1/{near:g} − 1/{far:g}) 1/m); raise NEAR or lower --K"
+        )
 
 
 def generate_dataset(
@@ -238,8 +312,11 @@ def generate_dataset(
         test_fraction=float(test_fraction),
         gamma=float(gamma),
         depth_range=near_far,
+        backend=str(backend),
     )
+    _check_blur_size(Ks, K_convention, size, *near_far)
     _check_config(out, cfg)
+    seeds = scene_seeds(cfg.seed, n_scenes)
     records: dict[int, dict[str, Any]] = {}
     todo = []
     for i in range(n_scenes):
@@ -252,7 +329,7 @@ def generate_dataset(
     try:
         if workers == 1 or len(todo) <= 1:
             for i in todo:
-                records[i] = make_sample(cfg, i, out, backend)
+                records[i] = make_sample(cfg, i, out, seeds[i])
                 bar.update(1)
         else:
             import multiprocessing as mp
@@ -260,7 +337,7 @@ def generate_dataset(
 
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-                futures = {pool.submit(make_sample, cfg, i, out, backend): i for i in todo}
+                futures = {pool.submit(make_sample, cfg, i, out, seeds[i]): i for i in todo}
                 for fut in as_completed(futures):
                     records[futures[fut]] = fut.result()
                     bar.update(1)

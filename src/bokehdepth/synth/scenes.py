@@ -351,11 +351,13 @@ def _pick_sample(depth: np.ndarray, labels: np.ndarray, f: int) -> tuple[np.ndar
 
 
 def check_depth_range(depth_range: tuple[float, float]) -> tuple[float, float]:
-    """Validate a scene depth range ``(near, far)`` in metres: finite, ``near > 0`` and ``far ≥ 4·near`` (the
-    layout puts the background between ``far / 4`` and ``far`` and objects in front of it)."""
+    """Validate a scene depth range ``(near, far)`` in metres: ``1 mm ≤ near``, ``far ≤ 100 km`` and
+    ``far ≥ 4·near`` (the layout puts the background between ``far / 4`` and ``far`` and objects in front of it)."""
     near, far = (float(v) for v in depth_range)
-    if not (np.isfinite(near) and np.isfinite(far) and near > 0 and far >= 4 * near):
-        raise ValueError(f"depth range must be finite with 0 < near and far >= 4 x near (metres), got {near:g}-{far:g}")
+    if not (np.isfinite(near) and np.isfinite(far) and 1e-3 <= near and far <= 1e5 and far >= 4 * near):
+        raise ValueError(
+            f"depth range must have 0.001 <= near, far <= 100000 and far >= 4 x near (metres), got {near:g}-{far:g}"
+        )
     return near, far
 
 
