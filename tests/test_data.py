@@ -102,7 +102,7 @@ def test_stage2_sample_matches_files(tiny):
 def test_stage2_crop_resize_flip_are_consistent(tiny):
     base = Stage2Dataset(tiny)[0]
     aug = Stage2Dataset(tiny, crop=16, size=32, flip=True, seed=0)
-    rng_ok = False
+    rng_ok, unique_windows = False, 0
     for epoch in range(6):
         aug.set_epoch(epoch)
         s = aug[0]
@@ -123,12 +123,30 @@ def test_stage2_crop_resize_flip_are_consistent(tiny):
         assert found, "augmented depth is not a crop of the original"
         flip, y, x = found[0]
         rng_ok |= flip
+        if len(found) == 1:  # the window is known: the principal point moves with it (pixel centres)
+            cx0, cy0 = base["intrinsics"][2:].numpy()
+            cx, cy = (cx0 - x + 0.5) * 2 - 0.5, (cy0 - y + 0.5) * 2 - 0.5
+            cx = 32 - 1 - cx if flip else cx
+            np.testing.assert_allclose(s["intrinsics"][2:].numpy(), [cx, cy], atol=1e-4)
+            unique_windows += 1
         frames = s["stack"].numpy()[:, :, ::2, ::2]
         orig = base["stack"].numpy()[:, :, y : y + 16, x : x + 16]
         ref = orig[..., ::-1] if flip else orig
         # resized with INTER_LINEAR ×2 then subsampled: close to the source pixels
         assert np.abs(frames - ref).mean() < 0.05
     assert rng_ok, "no flip drawn in 6 epochs"
+    assert unique_windows >= 3
+
+
+def test_stage2_normalized_K_follows_the_crop_not_the_resize(tmp_path):
+    # normalised K is px at 512-px width per unit of normalised disparity: a crop to half the width halves
+    # the pixels the same blur spans at 512 px, so K doubles; a resize scales blur and width alike
+    m = make_tiny_dataset(tmp_path / "ds", n=1, K_convention="normalized", Ks=(10.0, 30.0))
+    base = Stage2Dataset(m)[0]
+    np.testing.assert_allclose(base["K"].numpy(), [0.0, 10.0, 30.0], rtol=1e-6)
+    for size in (16, 32):
+        s = Stage2Dataset(m, crop=16, size=size)[0]
+        np.testing.assert_allclose(s["K"].numpy(), [0.0, 20.0, 60.0], rtol=1e-6)
 
 
 def test_stage2_mismatched_depth_names_file(tiny, tmp_path):
