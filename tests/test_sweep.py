@@ -116,6 +116,95 @@ def test_torch_path_matches_numpy_path():
     np.testing.assert_allclose(sweep_stack(stack, device="cpu").depth, sweep_stack(stack).depth, rtol=1e-3, atol=1e-3)
 
 
+def tracker_costs() -> np.ndarray:
+    """(R = 6, 9) cost curves: minimum at the first / last candidate, ties (first kept), a plateau, a V,
+    a constant, equal ends, and +inf / repeated values."""
+    curves = [
+        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],  # minimum at k = 0
+        [6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # minimum at k = R − 1
+        [3.0, 1.0, 1.0, 2.0, 4.0, 5.0],  # tie at k = 1, 2: the first is kept
+        [1.0, 1.0, 2.0, 3.0, 3.0, 3.0],  # tie at k = 0, 1
+        [5.0, 4.0, 2.0, 3.0, 2.0, 6.0],  # two separated equal minima
+        [2.0, 2.0, 2.0, 2.0, 2.0, 2.0],  # constant
+        [1.0, 3.0, 4.0, 4.0, 3.0, 1.0],  # equal ends
+        [4.0, 3.0, 2.0, 1.0, 2.0, 3.0],  # a V
+        [9.0, 9.0, 9.0, 9.0, 8.0, 8.0],  # tie at the last two
+    ]
+    return np.asarray(curves, dtype=np.float32).T.reshape(6, 3, 3)
+
+
+def test_tracker_paths_agree_exactly_with_the_specification():
+    """The numba kernel (numpy path), the array-API step in numpy and in torch (torch path) all give the same
+    state, bit for bit, and that state is the brute-force one: first arg-min, its neighbours (the minimum's
+    own cost where a neighbour is missing), the total."""
+    from bokehdepth.sweep_blur import _MinTracker, tracker_init, tracker_step
+
+    cost = tracker_costs()
+    R = cost.shape[0]
+    numba_t = _MinTracker(cost.shape[1:])
+    state = tracker_init(cost.shape[1:])
+    for k in range(R):
+        numba_t.push(k, cost[k].copy())
+        state = tracker_step(k, cost[k].copy(), state, np.where)
+    for name in ("best", "k", "left", "right", "total", "prev"):
+        np.testing.assert_array_equal(getattr(numba_t, name), state[name], err_msg=name)
+        assert getattr(numba_t, name).dtype == state[name].dtype, name
+    kk = np.argmin(cost, axis=0)
+    take = lambda idx: np.take_along_axis(cost, idx[None], 0)[0]  # noqa: E731
+    np.testing.assert_array_equal(state["k"], kk)
+    np.testing.assert_array_equal(state["best"], cost.min(axis=0))
+    np.testing.assert_array_equal(state["left"], take(np.maximum(kk - 1, 0)))
+    np.testing.assert_array_equal(state["right"], take(np.minimum(kk + 1, R - 1)))
+    np.testing.assert_array_equal(state["total"], cost.astype(np.float64).sum(axis=0))
+    radii = np.arange(R) * 0.5
+    from_state = _MinTracker.from_state(state, R).result(radii)
+    for a, b in zip(numba_t.result(radii), from_state):
+        np.testing.assert_array_equal(a, b)
+    assert from_state[1].tolist() == [[True, False, True], [True, True, True], [True, True, True]]  # ties: first
+    torch = pytest.importorskip("torch")
+    tstate = {key: torch.as_tensor(val) for key, val in tracker_init(cost.shape[1:]).items()}
+    for k in range(R):
+        tstate = tracker_step(k, torch.as_tensor(cost[k]), tstate, torch.where)
+    for name in state:
+        assert tstate[name].numpy().dtype == state[name].dtype, name
+        np.testing.assert_array_equal(tstate[name].numpy(), state[name], err_msg=name)
+
+
+def test_step_must_leave_three_candidates():
+    assert radius_grid(24.0, 12.0).tolist() == [0.0, 12.0, 24.0]
+    for step in (30.0, 13.0, 0.0, -1.0, float("nan")):
+        with pytest.raises(InputError, match="--step"):
+            radius_grid(24.0, step)
+    st = plane_stack(4.0, size=(32, 32))
+    with pytest.raises(InputError, match="--step"):
+        sweep_stack(st, step=30.0)
+    from bokehdepth.sweep_focus import sweep_focus_bracket
+
+    with pytest.raises(InputError, match="--step"):  # not an IndexError
+        sweep_focus_bracket(Stack(frames=st.frames[:3], K=[10.0, 20.0, 30.0], reference=0), [0.5, 0.4, 0.3], step=30.0)
+
+
+def test_blend_fill_nan_handling():
+    from bokehdepth.sweep import _blend_fill
+
+    h, w = 8, 16
+    guide = np.full((h, w, 3), 0.5, np.float32)
+    raw = np.full((h, w), 2.0)
+    raw[:, w // 2 :] = 4.0
+    conf = np.zeros((h, w))
+    conf[:, :4] = 1.0  # confident on the left only
+    raw[0, 0] = np.nan  # no own estimate: the fill
+    out = _blend_fill(raw, conf, guide, SweepConfig(keep_confidence=0.5))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_allclose(out[:, 1:4], 2.0, atol=1e-6)  # confident: own value
+    assert out[0, 0] == pytest.approx(2.0, abs=1e-3)
+    np.testing.assert_allclose(out[:, -2:], 2.0, atol=1e-2)  # unconfident: the propagated value
+    # no confident pixel anywhere: each keeps its own value; NaN only where there is none
+    out = _blend_fill(raw, np.zeros((h, w)), guide, SweepConfig())
+    assert np.isnan(out[0, 0]) and np.isfinite(out).sum() == h * w - 1
+    np.testing.assert_array_equal(out[np.isfinite(out)], raw[np.isfinite(raw)].astype(np.float32))
+
+
 def test_measure_blur_flags_clipped_radius():
     img = texture(64, 64, seed=5) ** 2.2
     meas = measure_blur(img, [reblur(img, 9.0)], max_radius=4)
@@ -215,21 +304,76 @@ def test_depth_from_offset_signs():
 # ------------------------------------------------------------------------------------------------ conventions
 def test_normalized_stack_offset_and_disp_range():
     """A normalized stack (K in px at 512 width per unit normalised disparity) gives the normalised offset;
-    with --disp-range it gives metric depth."""
+    with --disp-range it gives metric depth. ``disp_focus`` is in 1/m (the stack.json contract), also here."""
     w = 64
-    metric = plane_stack(4.0, Ks=(10.0, 20.0, 30.0), size=(64, w))
+    metric = plane_stack(4.0, Ks=(10.0, 20.0, 30.0), size=(64, w))  # focus 0.5 1/m, plane 0.25 1/m
     dmin, dmax = 0.2, 1.0  # span 0.8 1/m → K_n = K·0.8·512/W
-    stack = Stack(
-        frames=metric.frames,
-        K=[k * 0.8 * 512 / w for k in metric.K],
-        disp_focus=(0.5 - dmin) / (dmax - dmin),
-        K_convention="normalized",
-    )
+    stack = Stack(frames=metric.frames, K=[k * 0.8 * 512 / w for k in metric.K], K_convention="normalized")
     res = sweep_stack(stack)
     assert res.depth is None and res.offset_units == "normalized"
     assert np.median(res.disp_offset[INNER]) == pytest.approx(0.25 / 0.8, rel=0.02)
-    res = sweep_stack(stack, disp_range=(dmin, dmax), focus_side="near")
+    with pytest.raises(InputError, match="--focus-m"):  # a range but no focus at all
+        sweep_stack(stack, disp_range=(dmin, dmax))
+    res = sweep_stack(stack, disp_range=(dmin, dmax), focus_m=2.0, focus_side="near")
     assert np.median(res.depth[INNER]) == pytest.approx(4.0, rel=0.02)
+    # the metric focus (1/m), as the contract stores it: read as 1/m, not as a normalised value
+    stack.disp_focus = 0.5
+    res = sweep_stack(stack, disp_range=(dmin, dmax), focus_side="near")
+    assert res.disp_focus == pytest.approx(0.5) and res.offset_units == "1/m"
+    assert np.median(res.depth[INNER]) == pytest.approx(4.0, rel=0.02)
+    # the normalised focus, when recorded, wins (it follows the range); here both agree
+    stack.extra = {"disp_focus_norm": (0.5 - dmin) / (dmax - dmin)}
+    res = sweep_stack(stack, disp_range=(dmin, dmax), focus_side="near")
+    assert res.disp_focus == pytest.approx(0.5)
+    assert np.median(res.depth[INNER]) == pytest.approx(4.0, rel=0.02)
+    # ... and a recorded range is the default --disp-range; offset_only keeps the normalised offset
+    stack.extra |= {"disp_min": dmin, "disp_max": dmax}
+    res = sweep_stack(stack, focus_side="near")
+    assert np.median(res.depth[INNER]) == pytest.approx(4.0, rel=0.02)
+    assert res.info["disp_range"] == {
+        "min": dmin,
+        "max": dmax,
+        "source": "stack.json disp_min/disp_max",
+        "units": "1/m",
+    }
+    assert sweep_stack(stack, offset_only=True).depth is None
+    stack.extra["disp_max"] = "x"
+    with pytest.raises(InputError, match="disp_max"):
+        sweep_stack(stack, where="S/stack.json")
+    with pytest.raises(InputError, match="--disp-range"):
+        sweep_stack(stack, disp_range=(1.0, 0.5))
+
+
+def two_plane_scene(h: int = 64, w: int = 128, far: float = 4.0, near: float = 2.0):
+    """A textured scene: the left half a plane at ``far`` m, the right half one at ``near`` m."""
+    depth = np.full((h, w), far, np.float32)
+    depth[:, w // 2 :] = near
+    return texture(h, w, seed=11), depth
+
+
+def test_synth_normalized_stack_recovers_metric_depth():
+    """A normalized stack made exactly as synth makes it (``render_scene_stack(..., K_convention="normalized")``:
+    ``disp_focus`` the metric focus in 1/m, ``extra`` = disp_focus_norm, disp_min, disp_max) gives the true
+    metric depth with no flags (the recorded range), with ``--disp-range`` equal to that range, and, for
+    another ``--disp-range``, the depth that range implies (normalised dn ↦ dmin + dn·(dmax − dmin))."""
+    from bokehdepth.synth.stacks import render_scene_stack
+
+    h, w = 64, 128
+    img, depth = two_plane_scene(h, w)
+    stack = render_scene_stack(img, depth, [24.0, 48.0, 72.0], K_convention="normalized")  # 6, 12, 18 px at dn 0
+    assert stack.K_convention == "normalized" and stack.focus_side == "near"
+    assert stack.extra["disp_min"] == pytest.approx(0.25) and stack.extra["disp_max"] == pytest.approx(0.5)
+    assert stack.extra["disp_focus_norm"] == pytest.approx(1.0) and stack.disp_focus == pytest.approx(0.5)
+    left, right = (slice(8, -8), slice(8, w // 2 - 12)), (slice(8, -8), slice(w // 2 + 12, -8))
+    for res in (sweep_stack(stack), sweep_stack(stack, disp_range=(0.25, 0.5))):
+        assert res.offset_units == "1/m" and res.disp_focus == pytest.approx(0.5)
+        assert np.median(np.abs(res.depth[left] - 4.0)) / 4.0 < 0.03
+        assert np.median(np.abs(res.depth[right] - 2.0)) / 2.0 < 0.03
+    # another range: dn = 0 → 1/0.1 = 10 m, dn = 1 (the focus) → 1/0.6 m
+    res = sweep_stack(stack, disp_range=(0.1, 0.6))
+    assert res.disp_focus == pytest.approx(0.6)
+    assert np.median(np.abs(res.depth[left] - 10.0)) / 10.0 < 0.05
+    assert np.median(np.abs(res.depth[right] - 1 / 0.6)) / (1 / 0.6) < 0.03
 
 
 def test_blurred_reference_aperture_bracket():
@@ -238,6 +382,44 @@ def test_blurred_reference_aperture_bracket():
     stack = Stack(frames=st.frames[1:], K=st.K[1:], disp_focus=0.5, reference=0, focus_side="near")
     res = sweep_stack(stack)
     assert np.median(np.abs(res.depth[INNER] - 4.0)) / 4.0 < 0.04
+
+
+def test_focus_bracket_device_matches_numpy():
+    """--device for focus brackets: the torch path (here on CPU) keeps the same cost volumes and gives the
+    same depth as the numpy path."""
+    pytest.importorskip("torch")
+    from bokehdepth.render.api import render
+    from bokehdepth.sweep_focus import sweep_focus_bracket
+    from bokehdepth.sweep_torch import measure_blur_torch
+
+    img = texture(40, 40, seed=3)
+    dfs = np.array([1 / 1.5, 1 / 2.5, 1 / 4.0])
+    K = [30.0, 30.0, 30.0]
+    disp = np.full((40, 40), 1 / 3.0, np.float32)
+    frames = [render(img, disp, k, df, gamma=2.2) for k, df in zip(K, dfs)]
+    lin = [f**2.2 for f in frames]
+    a = measure_blur(lin[1], [lin[0], lin[2]], max_radius=12, window=9, keep_cost=True)
+    b = measure_blur_torch(lin[1], [lin[0], lin[2]], max_radius=12, window=9, keep_cost=True, device="cpu")
+    np.testing.assert_allclose(a.cost, b.cost, rtol=1e-4, atol=1e-7)
+    stack = Stack(frames=frames, K=K, disp_focus=dfs[1], reference=1)
+    ref = sweep_focus_bracket(stack, dfs, max_radius=12, window=9)
+    res = sweep_focus_bracket(stack, dfs, max_radius=12, window=9, device="cpu")
+    assert res.info["device"] == "cpu"
+    np.testing.assert_allclose(res.depth, ref.depth, rtol=1e-3)
+    assert np.median(np.abs(res.depth[INNER] - 3.0)) / 3.0 < 0.03
+
+
+def test_flags_that_do_not_apply_warn():
+    st = plane_stack(4.0, size=(32, 32), focus_side="near")
+    with pytest.warns(UserWarning, match="metric"):
+        res = sweep_stack(st, disp_range=(0.1, 1.0))
+    assert res.offset_units == "1/m" and res.disp_focus == 0.5
+    with pytest.warns(UserWarning, match="focus_side"):
+        from bokehdepth.sweep_focus import sweep_focus_bracket
+
+        sweep_focus_bracket(
+            Stack(frames=st.frames[:3], K=[1.0, 20.0, 30.0]), [0.5, 0.4, 0.3], max_radius=4, focus_side="near"
+        )
 
 
 def test_focus_bracket_plane():
@@ -266,3 +448,8 @@ def test_bad_inputs():
         sweep_stack(Stack(frames=st.frames[:2], K=[5.0, 5.0], disp_focus=0.5))
     with pytest.raises(InputError, match="--max-radius"):
         sweep_stack(st, SweepConfig(max_radius=0))
+    # stack errors name the stack as the caller says (the CLI: the stack.json path)
+    with pytest.raises(InputError, match=r"^S/stack\.json: .*disp_focus"):
+        sweep_stack(Stack(frames=st.frames, K=st.K, disp_focus=None), where="S/stack.json")
+    with pytest.raises(InputError, match=r"^S/stack\.json: .*blurrier"):
+        sweep_stack(Stack(frames=st.frames[:2], K=[5.0, 5.0], disp_focus=0.5), where="S/stack.json")

@@ -56,6 +56,10 @@ def test_cli_ambiguous_writes_both_solutions(two_plane_stack, tmp_path, capsys):
     assert np.isnan(np.load(out / "depth.npy")[amb]).all()
     far = np.load(out / "depth_far.npy")
     assert np.median(far[8:-8, 8:38]) == pytest.approx(4.0, rel=0.03)
+    # a rerun into the same folder with the side resolved leaves none of the ambiguity maps behind
+    assert main(["sweep", str(two_plane_stack), "-o", str(out), "--window", "11", "--focus-side", "near"]) == 0
+    left = {p.name for p in out.iterdir()}
+    assert "depth.npy" in left and not left & {"ambiguous.npy", "depth_near.npy", "depth_far.npy"}
 
 
 def write_bad_stack(path, frames, meta):
@@ -92,7 +96,10 @@ def test_cli_bad_stacks(tmp_path, capsys, case, needle):
     stack = write_bad_stack(tmp_path / "s", frames, meta)
     out = tmp_path / "out"
     assert main(["sweep", str(stack), "-o", str(out)]) == 2
-    assert needle in err_of(capsys)
+    err = err_of(capsys)
+    assert needle in err
+    if case in ("one_frame", "no_disp_focus", "normalized"):  # raised by the sweep, named by the CLI
+        assert err.startswith(f"error: {stack / 'stack.json'}: "), err
     assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
 
 
@@ -106,9 +113,60 @@ def test_cli_normalized_offset_only(tmp_path, capsys):
     assert np.median(np.load(out / "disp_offset.npy")[8:-8, 8:-8]) == pytest.approx(0.25, rel=0.03)
 
 
+def test_cli_synth_normalized_stack(tmp_path, capsys):
+    """A normalized stack written as synth writes it: metric depth with no flags (the recorded disparity
+    range and normalised focus), the same with --disp-range equal to that range, the offset with --offset-only,
+    and --disp-range with --offset-only is an error."""
+    from bokehdepth.synth.stacks import render_scene_stack
+
+    h, w = 64, 128
+    depth = np.full((h, w), 4.0, np.float32)
+    depth[:, w // 2 :] = 2.0
+    stack = render_scene_stack(texture(h, w, seed=11), depth, [24.0, 48.0, 72.0], K_convention="normalized")
+    path = write_stack(stack, tmp_path / "n")
+    left, right = (slice(8, -8), slice(8, w // 2 - 12)), (slice(8, -8), slice(w // 2 + 12, -8))
+    for i, extra in enumerate(([], ["--disp-range", "0.25", "0.5"])):
+        out = tmp_path / f"o{i}"
+        assert main(["sweep", str(path), "-o", str(out), *extra]) == 0
+        d = np.load(out / "depth.npy")
+        assert np.median(np.abs(d[left] - 4.0)) / 4.0 < 0.03 and np.median(np.abs(d[right] - 2.0)) / 2.0 < 0.03
+        info = json.loads((out / "sweep.json").read_text())
+        assert info["disp_focus"] == pytest.approx(0.5) and info["focus_side"] == "near"
+        assert info["disp_range"]["source"] == ("--disp-range" if extra else "stack.json disp_min/disp_max")
+    assert "warning" not in capsys.readouterr().err
+    out = tmp_path / "off"
+    assert main(["sweep", str(path), "-o", str(out), "--offset-only", "--focus-m", "2"]) == 0
+    assert not (out / "depth.npy").exists()
+    assert np.median(np.load(out / "disp_offset.npy")[left]) == pytest.approx(1.0, rel=0.03)  # dn 0 vs focus 1
+    assert capsys.readouterr().err == "warning: --focus-m ignored: --offset-only writes no depth\n"
+    assert main(["sweep", str(path), "-o", str(tmp_path / "x"), "--offset-only", "--disp-range", "0.1", "1"]) == 2
+    assert "--offset-only" in err_of(capsys) and not (tmp_path / "x").exists()
+
+
+def test_cli_flags_that_do_not_apply_warn(two_plane_stack, tmp_path, capsys):
+    """Flags that do not apply to a metric stack are not silently ignored: one warning line each, exit 0,
+    listed in sweep.json."""
+    out = tmp_path / "o"
+    argv = ["sweep", str(two_plane_stack), "-o", str(out), "--focus-side", "near", "--max-radius", "16"]
+    assert main([*argv, "--disp-range", "0.1", "1", "--focal-mm", "50"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("warning: ") for line in err)
+    assert err[0].startswith("warning: --focal-mm ignored: it applies to --photos only")
+    assert err[1].startswith("warning: --disp-range ignored: ") and "metric stack" in err[1]
+    info = json.loads((out / "sweep.json").read_text())
+    assert info["ignored_flags"] == ["--focal-mm", "--disp-range"] and info["disp_range"] is None
+    assert np.median(np.load(out / "depth.npy")[8:-8, 8:38]) == pytest.approx(4.0, rel=0.03)
+    assert main([*argv, "--offset-only"]) == 0
+    assert capsys.readouterr().err.startswith("warning: --offset-only ignored: ")
+    assert (out / "depth.npy").exists()
+
+
 def test_cli_bad_flags(two_plane_stack, tmp_path, capsys):
     assert main(["sweep", str(two_plane_stack), "-o", str(tmp_path / "o"), "--window", "8"]) == 2
     assert "--window" in err_of(capsys)
+    assert main(["sweep", str(two_plane_stack), "-o", str(tmp_path / "o"), "--step", "30"]) == 2
+    assert "--step" in err_of(capsys)
+    assert not (tmp_path / "o").exists()
     assert main(["sweep", "-o", str(tmp_path / "o")]) == 2
     assert "STACK_DIR" in err_of(capsys)
     assert main(["sweep", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
@@ -213,9 +271,10 @@ def test_cli_photo_focus_bracket(tmp_path, capsys):
         frame = render(img, disp, K, 1 / s, gamma=2.2)
         paths.append(save_photo(tmp_path / f"s{s}.png", frame, fnumber=1.4, subject=s, f35=500))
     out = tmp_path / "out"
-    assert main(["sweep", "--photos", *map(str, paths), "-o", str(out)]) == 0
+    assert main(["sweep", "--photos", *map(str, paths), "-o", str(out), "--focus-side", "near"]) == 0
+    assert capsys.readouterr().err.startswith("warning: --focus-side ignored: this is a focus bracket")
     info = json.loads((out / "sweep.json").read_text())
-    assert info["bracket"] == "focus" and info["reference"] == 1
+    assert info["bracket"] == "focus" and info["reference"] == 1 and info["ignored_flags"] == ["--focus-side"]
     depth = np.load(out / "depth.npy")
     assert np.median(np.abs(depth[8:-8, 8:-8] - 3.0)) / 3.0 < 0.05
     assert not (out / "ambiguous.npy").exists()

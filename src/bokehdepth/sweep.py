@@ -37,8 +37,10 @@ from .io import Stack
 __all__ = [
     "SweepConfig",
     "SweepResult",
+    "check_config",
     "confidence_map",
     "depth_from_offset",
+    "normalized_disp_range",
     "regress_offset",
     "sweep_stack",
     "texture_energy",
@@ -65,8 +67,11 @@ class SweepConfig:
         texture_scale: gradient energy (display units², windowed mean of |∇grey|²) at which the texture
             factor of the confidence is 0.5.
         residual_scale: regression residual (px, RMS) at which the residual factor of the confidence is 0.5.
-        disp_range: (disp_min, disp_max) in 1/m, only for ``K_convention == "normalized"`` stacks: turns the
-            normalised offset into 1/m.
+        disp_range: (disp_min, disp_max) in 1/m, only for ``K_convention == "normalized"`` stacks: the scene
+            disparities that normalised disparity 0 and 1 stand for (``disp = disp_min + dn·(disp_max −
+            disp_min)``); turns the normalised offset into 1/m. Default: the stack's ``extra["disp_min"]``,
+            ``extra["disp_max"]`` when it records them (synth's normalized stacks do), else no metric scale.
+        offset_only: normalized stacks: give only the normalised offset, even when a range is known.
         focus_m: focus distance in m, overrides the stack's ``disp_focus``.
         device: ``"numpy"`` (scipy.fft + numba, default) or a torch device (``"cuda"``, ``"cpu"``) for the
             blur measurement (:mod:`bokehdepth.sweep_torch`).
@@ -84,6 +89,7 @@ class SweepConfig:
     texture_scale: float = 2e-4
     residual_scale: float = 1.0
     disp_range: tuple[float, float] | None = None
+    offset_only: bool = False
     focus_m: float | None = None
     device: str = "numpy"
     progress: bool = False
@@ -216,96 +222,203 @@ def _linear(frame: np.ndarray, gamma: float) -> np.ndarray:
     return np.power(np.clip(frame, 0.0, 1.0), gamma, dtype=np.float32)
 
 
-def _check_stack(stack: Stack, config: SweepConfig) -> None:
-    if len(stack) < 2:
-        raise InputError(
-            f"stack: {len(stack)} frame; the sweep needs a reference and at least one blurred frame (>= 2 frames)"
-        )
-    if not stack.gamma > 0:
-        raise InputError(f"stack: gamma must be > 0, got {stack.gamma}")
+def check_config(config: SweepConfig) -> None:
+    """Check the settings shared by stacks and focus brackets (the first lines of every sweep)."""
+    from .sweep_blur import radius_grid
+
     if config.window < 1 or config.window % 2 == 0:
         raise InputError(f"--window: must be an odd number of pixels >= 1, got {config.window}")
-    if not config.max_radius > 0:
-        raise InputError(f"--max-radius: must be > 0 px, got {config.max_radius}")
+    radius_grid(config.max_radius, config.step)  # --max-radius > 0, 0 < --step <= --max-radius/2
+    if not config.keep_confidence > 0:
+        raise InputError(f"keep_confidence: must be > 0, got {config.keep_confidence}")
 
 
-def _disp_focus_and_scale(stack: Stack, config: SweepConfig) -> tuple[float | None, float, str]:
-    """(disp_focus in 1/m or None, factor from the K unit to px per offset unit, offset units)."""
+def _check_stack(stack: Stack, config: SweepConfig, where: str) -> None:
+    if len(stack) < 2:
+        raise InputError(
+            f"{where}: {len(stack)} frame; the sweep needs a reference and at least one blurred frame (>= 2 frames)"
+        )
+    if not stack.gamma > 0:
+        raise InputError(f"{where}: gamma must be > 0, got {stack.gamma}")
+    check_config(config)
+
+
+def _extra_number(stack: Stack, key: str, where: str) -> float | None:
+    """``stack.extra[key]`` as a finite float, None when absent; an error naming the field otherwise."""
+    value = stack.extra.get(key)
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        out = float("nan")
+    if not np.isfinite(out):
+        raise InputError(f"{where}: field {key!r} must be a finite number, got {value!r}; fix or regenerate the stack")
+    return out
+
+
+def normalized_disp_range(stack: Stack, config: SweepConfig, where: str = "stack") -> tuple[float, float] | None:
+    """The metric disparity range (1/m) that a normalized stack's normalised disparity 0–1 spans.
+
+    ``config.disp_range`` (``--disp-range``) if given, else the stack's ``extra["disp_min"]`` /
+    ``extra["disp_max"]`` (what :func:`bokehdepth.synth.stacks.render_scene_stack` records), else None;
+    always None with ``config.offset_only``.
+    """
+    if config.offset_only:
+        return None
+    if config.disp_range is not None:
+        dmin, dmax = (float(x) for x in config.disp_range)
+        if not (np.isfinite(dmin) and np.isfinite(dmax) and 0 <= dmin < dmax):
+            raise InputError(f"--disp-range: need 0 <= DMIN < DMAX in 1/m, got {dmin:g} {dmax:g}")
+        return dmin, dmax
+    lo, hi = _extra_number(stack, "disp_min", where), _extra_number(stack, "disp_max", where)
+    if lo is None or hi is None:
+        return None
+    if not 0 <= lo < hi:
+        raise InputError(
+            f"{where}: 'disp_min' {lo:g} and 'disp_max' {hi:g} (1/m) need 0 <= disp_min < disp_max; fix the stack "
+            "or pass --disp-range DMIN DMAX"
+        )
+    return lo, hi
+
+
+def _disp_focus_and_scale(stack: Stack, config: SweepConfig, where: str = "stack") -> tuple[float | None, float, str]:
+    """(disp_focus in 1/m or None, factor from the stack's K unit to px per offset unit, offset units).
+
+    ``stack.disp_focus`` is in 1/m for both conventions (DESIGN.md, stack.json). A normalized stack's K_n is
+    px at 512-px width per unit normalised disparity ``dn``; with the range (dmin, dmax) of
+    :func:`normalized_disp_range`, ``disp = dmin + dn·(dmax − dmin)``, so ``r = K_n·W/512·|dn − dn_focus|
+    = K_n·W/512/(dmax − dmin)·|disp − disp_focus|`` (``lens.normalized_to_metric_K``), and the focus in 1/m
+    is ``dmin + dn_focus·(dmax − dmin)`` with ``dn_focus`` = ``extra["disp_focus_norm"]`` (so that the
+    focus follows a ``--disp-range`` that differs from the one the stack was made with); without it the
+    stack's metric ``disp_focus``; ``--focus-m`` overrides both.
+    """
     w = stack.size[1]
-    focus = None if config.focus_m is None else 1.0 / config.focus_m
-    if config.focus_m is not None and not config.focus_m > 0:
+    if config.focus_m is not None and not (np.isfinite(config.focus_m) and config.focus_m > 0):
         raise InputError(f"--focus-m: must be > 0 m, got {config.focus_m}")
+    focus = None if config.focus_m is None else 1.0 / config.focus_m
+    stack_focus = stack.disp_focus
+    if stack_focus is not None and not (np.isfinite(stack_focus) and stack_focus > 0):
+        stack_focus = None
     if stack.K_convention == "metric":
-        disp_focus = focus if focus is not None else stack.disp_focus
-        if disp_focus is None or not np.isfinite(disp_focus) or disp_focus <= 0:
+        disp_focus = focus if focus is not None else stack_focus
+        if disp_focus is None:
             raise InputError(
-                "stack.json: a metric stack needs 'disp_focus' (focus disparity in 1/m, > 0); add it or pass --focus-m"
+                f"{where}: a metric stack needs 'disp_focus' (focus disparity in 1/m, > 0); add it or pass --focus-m"
             )
         return float(disp_focus), 1.0, "1/m"
-    # normalised K: px at 512-px width per unit of per-image normalised disparity
-    scale = w / 512.0
-    if config.disp_range is None:
-        return None, scale, "normalized"
-    dmin, dmax = config.disp_range
-    if not (np.isfinite(dmin) and np.isfinite(dmax) and 0 <= dmin < dmax):
-        raise InputError(f"--disp-range: need 0 <= DMIN < DMAX in 1/m, got {dmin} {dmax}")
+    from .lens import NORMALIZED_K_WIDTH, normalized_to_metric_K
+
+    rng = normalized_disp_range(stack, config, where)
+    if rng is None:  # normalised offset: px per unit normalised disparity at this width
+        return None, w / NORMALIZED_K_WIDTH, "normalized"
+    dmin, dmax = rng
     if focus is None:
-        if stack.disp_focus is None:
+        dn_focus = _extra_number(stack, "disp_focus_norm", where)
+        if dn_focus is not None:
+            focus = dmin + dn_focus * (dmax - dmin)
+        elif stack_focus is not None:
+            focus = stack_focus
+        else:
             raise InputError(
-                "stack.json: a normalized stack has no metric focus; pass --focus-m (or 'disp_focus' as the "
-                "normalised focus disparity in [0, 1])"
+                f"{where}: a normalized stack without 'disp_focus' (1/m) or 'disp_focus_norm' has no focus "
+                "for metric depth; pass --focus-m (or --offset-only)"
             )
-        focus = dmin + float(stack.disp_focus) * (dmax - dmin)
-    return float(focus), scale * 1.0 / (dmax - dmin), "1/m"
+        if not focus > 0:
+            raise InputError(
+                f"{where}: the focus disparity {focus:g} 1/m implied by the disparity range {dmin:g}..{dmax:g} is "
+                "not > 0; pass --focus-m or a --disp-range with DMIN > 0"
+            )
+    return float(focus), float(normalized_to_metric_K(1.0, dmin, dmax, w)), "1/m"
 
 
-def sweep_stack(stack: Stack, config: SweepConfig | None = None, **overrides: Any) -> SweepResult:
+def _measure(ref_lin: np.ndarray, frames_lin: list[np.ndarray], config: SweepConfig, keep_cost: bool = False):
+    """Blur of each frame relative to the reference on ``config.device`` (numpy or a torch device)."""
+    kw = dict(
+        max_radius=config.max_radius,
+        step=config.step,
+        window=config.window,
+        keep_cost=keep_cost,
+        progress=config.progress,
+    )
+    if config.device == "numpy":
+        from .sweep_blur import measure_blur
+
+        return measure_blur(ref_lin, frames_lin, **kw)
+    from .sweep_torch import measure_blur_torch
+
+    return measure_blur_torch(ref_lin, frames_lin, device=config.device, **kw)
+
+
+def _blend_fill(raw: np.ndarray, conf: np.ndarray, guide: np.ndarray, config: SweepConfig) -> np.ndarray:
+    """Edge-aware fill and blend, the last step of stacks and focus brackets alike.
+
+    ``fill`` = :func:`bokehdepth.sweep_fill.normalized_fill` of ``raw`` (H, W) weighted by ``conf``, guided by
+    ``guide`` (H, W, 3) display values; each pixel keeps ``α·raw + (1 − α)·fill`` with
+    ``α = clip(conf / keep_confidence, 0, 1)``. Where ``raw`` is NaN the pixel takes ``fill``; where no
+    confident pixel reaches (``fill`` NaN) it keeps ``raw``; NaN only where both are. float32 (H, W).
+    """
+    from .sweep_fill import normalized_fill
+
+    filled, _ = normalized_fill(raw, conf, guide, config.sigma_s, config.sigma_r)
+    has_raw, has_fill = np.isfinite(raw), np.isfinite(filled)
+    alpha = np.clip(np.asarray(conf, dtype=np.float64) / config.keep_confidence, 0.0, 1.0)
+    alpha = np.where(has_raw, np.where(has_fill, alpha, 1.0), 0.0)
+    out = alpha * np.where(has_raw, raw, 0.0) + (1.0 - alpha) * np.where(has_fill, filled, 0.0)
+    return np.where(has_raw | has_fill, out, np.nan).astype(np.float32)
+
+
+def _range_info(stack: Stack, config: SweepConfig) -> dict[str, Any]:
+    rng = normalized_disp_range(stack, config)
+    src = "--disp-range" if config.disp_range is not None else "stack.json disp_min/disp_max"
+    return {"min": rng[0], "max": rng[1], "source": src, "units": "1/m"}
+
+
+def sweep_stack(
+    stack: Stack, config: SweepConfig | None = None, *, where: str = "stack", **overrides: Any
+) -> SweepResult:
     """Run the Depth-from-Bokeh Sweep on a stack.
 
     Args:
         stack: frames in [0, 1] display values with K per frame; ``stack.reference`` is the sharpest frame.
         config: :class:`SweepConfig`; keyword ``overrides`` replace its fields.
+        where: how error messages name the stack (the CLI passes the stack.json path).
     Returns:
         :class:`SweepResult` (maps (H, W) at the stack's size).
     Raises:
         InputError: fewer than 2 frames, no frame blurrier than the reference, a metric stack without
-            ``disp_focus``, a bad window or radius range.
+            ``disp_focus``, a bad window, radius range or ``--step``.
+    Warns:
+        UserWarning: ``disp_range`` / ``offset_only`` given for a metric stack (they do not apply there).
     """
     import time
-
-    from .sweep_blur import measure_blur
-    from .sweep_fill import normalized_fill
+    import warnings
 
     config = replace(config or SweepConfig(), **overrides)
-    _check_stack(stack, config)
+    _check_stack(stack, config, where)
+    if stack.K_convention == "metric" and (config.disp_range is not None or config.offset_only):
+        warnings.warn(
+            f"{where}: disp_range / offset_only apply only to normalized stacks; this stack is metric, ignored",
+            stacklevel=2,
+        )
+        config = replace(config, disp_range=None, offset_only=False)
     t0 = time.perf_counter()
-    disp_focus, k_scale, units = _disp_focus_and_scale(stack, config)
+    disp_focus, k_scale, units = _disp_focus_and_scale(stack, config, where)
     ref = stack.reference
     K = np.asarray(stack.K, dtype=np.float64) * k_scale
     others = [i for i in range(len(stack)) if i != ref and K[i] ** 2 - K[ref] ** 2 > 1e-12 * max(K.max(), 1) ** 2]
     if not others:
-        raise InputError(f"stack: no frame is blurrier than the reference (K = {stack.K}); add frames with larger K")
+        raise InputError(f"{where}: no frame is blurrier than the reference (K = {stack.K}); add frames with larger K")
     K_eff = np.sqrt(K[others] ** 2 - K[ref] ** 2)
     ref_lin = _linear(stack.frames[ref], stack.gamma)
     frames_lin = [_linear(stack.frames[i], stack.gamma) for i in others]
-    kw = dict(max_radius=config.max_radius, step=config.step, window=config.window, progress=config.progress)
-    if config.device == "numpy":
-        meas = measure_blur(ref_lin, frames_lin, **kw)
-    else:
-        from .sweep_torch import measure_blur_torch
-
-        meas = measure_blur_torch(ref_lin, frames_lin, device=config.device, **kw)
+    meas = _measure(ref_lin, frames_lin, config)
     t_measure = time.perf_counter() - t0
     raw, resid = regress_offset(K_eff, meas.radius, meas.valid.astype(np.float64))
     texture = texture_energy(stack.frames[ref], config.window)
     conf = confidence_map(texture, resid, meas.valid.mean(axis=0), config)
     conf = np.where(np.isfinite(raw), conf, 0.0).astype(np.float32)
-    offset = raw.astype(np.float32)
-    if config.fill:
-        filled, _ = normalized_fill(raw, conf, stack.frames[ref], config.sigma_s, config.sigma_r)
-        alpha = np.clip(conf / config.keep_confidence, 0.0, 1.0)
-        offset = np.where(np.isfinite(raw), alpha * np.nan_to_num(raw) + (1 - alpha) * filled, filled)
-        offset = np.where(np.isfinite(offset), offset, np.nan).astype(np.float32)
+    offset = _blend_fill(raw, conf, stack.frames[ref], config) if config.fill else raw.astype(np.float32)
     side = config.focus_side if config.focus_side is not None else stack.focus_side
     depth = depth_near = depth_far = ambiguous = None
     if disp_focus is not None:
@@ -324,6 +437,7 @@ def sweep_stack(stack: Stack, config: SweepConfig | None = None, **overrides: An
         "disp_focus": disp_focus,
         "focus_side": side,
         "offset_units": units,
+        "disp_range": None if units == "normalized" or stack.K_convention == "metric" else _range_info(stack, config),
         "window": config.window,
         "max_radius": config.max_radius,
         "step": config.step,

@@ -17,7 +17,18 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["BlurMeasurement", "disc_kernel", "measure_blur", "radius_grid", "reblur", "reblur_bank"]
+__all__ = [
+    "BlurMeasurement",
+    "bank_kernels",
+    "bank_shape",
+    "disc_kernel",
+    "measure_blur",
+    "radius_grid",
+    "reblur",
+    "reblur_bank",
+    "tracker_init",
+    "tracker_step",
+]
 
 
 def disc_kernel(radius: float) -> np.ndarray:
@@ -46,11 +57,21 @@ def disc_kernel(radius: float) -> np.ndarray:
 
 
 def radius_grid(max_radius: float, step: float = 0.5) -> np.ndarray:
-    """Candidate blur radii (px): 0, step, 2·step, … up to ``max_radius`` inclusive, float64."""
-    if not max_radius > 0:
-        raise InputError(f"--max-radius: must be > 0 px, got {max_radius}")
-    if not step > 0:
-        raise InputError(f"radius step must be > 0 px, got {step}")
+    """Candidate blur radii (px): 0, step, 2·step, … up to ``max_radius`` inclusive, float64.
+
+    Needs ``0 < step <= max_radius / 2``, i.e. at least three candidates: with fewer, every minimum sits at
+    the end of the range (no radius is measurable) and the parabola refinement has no neighbours.
+
+    >>> radius_grid(2.0).tolist()
+    [0.0, 0.5, 1.0, 1.5, 2.0]
+    """
+    if not (np.isfinite(max_radius) and max_radius > 0):
+        raise InputError(f"--max-radius: must be a finite number > 0 px, got {max_radius}")
+    if not (np.isfinite(step) and 0 < step <= max_radius / 2):
+        raise InputError(
+            f"--step: candidate radius spacing must be > 0 and <= --max-radius/2 = {max_radius / 2:g} px "
+            f"(at least 3 candidate radii), got {step}; lower --step or raise --max-radius"
+        )
     n = int(np.floor(max_radius / step + 1e-9)) + 1
     return np.arange(n, dtype=np.float64) * step
 
@@ -97,21 +118,37 @@ def border_normaliser(kernel: np.ndarray, h: int, w: int) -> np.ndarray:
     return out
 
 
+def bank_shape(h: int, w: int, radii: np.ndarray) -> tuple[int, int]:
+    """FFT size (rows, cols) of the disc bank for an (h, w) image: zero padding by the largest radius + 2 px
+    (no wrap-around), rounded up to a fast length."""
+    return _padded_shape(h, w, int(np.ceil(float(np.max(radii)))) + 2)
+
+
+def bank_kernels(radii: np.ndarray, shape: tuple[int, int], h: int, w: int):
+    """The disc bank, backend-neutral: yields ``(k, kernel_fft, normaliser)`` per candidate radius, with
+    ``kernel_fft`` the complex64 rfft2 (``shape``) of the soft disc of radius ``radii[k]`` centred at the
+    origin and ``normaliser`` the float32 (h, w) :func:`border_normaliser` clamped to ≥ 1e-8.
+
+    The re-blur of an image with spectrum ``S`` (C, *shape) is then
+    ``max(irfft2(S · kernel_fft)[:, :h, :w] / normaliser, 0)``, in numpy (:func:`reblur_bank`) or torch
+    (:mod:`bokehdepth.sweep_torch`) alike."""
+    for k, r in enumerate(radii):
+        kernel = disc_kernel(float(r))
+        yield k, _kernel_fft(kernel, shape), np.maximum(border_normaliser(kernel, h, w), 1e-8)
+
+
 def _reblur_bank_cf(image_lin: np.ndarray, radii: np.ndarray):
     """Channel-first core of :func:`reblur_bank`: yields ``(k, blurred (C, H, W) float32)``."""
     from scipy.fft import irfft2, rfft2
 
     image_lin = np.asarray(image_lin, dtype=np.float32)
     h, w, c = image_lin.shape
-    pad = int(np.ceil(float(np.max(radii)))) + 2
-    shape = _padded_shape(h, w, pad)
+    shape = bank_shape(h, w, radii)
     buf = np.zeros((c, *shape), dtype=np.float32)
     buf[:, :h, :w] = np.moveaxis(image_lin, -1, 0)
     spec = rfft2(buf, workers=-1)
-    for k, r in enumerate(radii):
-        kernel = disc_kernel(float(r))
-        out = irfft2(spec * _kernel_fft(kernel, shape)[None], s=shape, workers=-1)[:, :h, :w]
-        blurred = out / np.maximum(border_normaliser(kernel, h, w), 1e-8)[None]
+    for k, kf, norm in bank_kernels(radii, shape, h, w):
+        blurred = irfft2(spec * kf[None], s=shape, workers=-1)[:, :h, :w] / norm[None]
         yield k, np.maximum(blurred, 0.0, out=blurred).astype(np.float32, copy=False)
 
 
@@ -159,18 +196,73 @@ class BlurMeasurement:
     radii: np.ndarray
 
 
+def tracker_step(k: int, cost, state: dict, where) -> dict:
+    """One step of the streaming arg-min over candidate radii, for any array library.
+
+    The specification of :func:`bokehdepth.sweep_numba.tracker_push` (the fused numpy-path kernel, tested
+    equal to this): with ``cost`` the cost of candidate ``k`` (pushed in order 0, 1, 2, …), the state arrays
+    ``best`` (least cost so far), ``k`` (its index, int32), ``left`` / ``right`` (the costs at ``k − 1`` /
+    ``k + 1``, each the minimum's own cost where that neighbour is not (yet) sampled), ``total`` (running
+    sum, float64) and ``prev`` (the cost at ``k − 1``) become those after candidate ``k``. Ties keep the
+    first minimum (strict ``<``).
+
+    Args:
+        k: candidate index.
+        cost: cost of candidate ``k``, any shape (numpy array or torch tensor).
+        state: dict of arrays of ``cost``'s shape and backend (see :func:`tracker_init`).
+        where: ``np.where`` or ``torch.where``.
+    Returns:
+        the new state (the input dict is not modified).
+    """
+    kbest, right = state["k"], state["right"]
+    if k > 0:
+        right = where(kbest == k - 1, cost, right)
+    better = cost < state["best"]
+    return {
+        "best": where(better, cost, state["best"]),
+        "k": where(better, kbest * 0 + k, kbest),
+        "left": where(better, state["prev"] if k > 0 else cost, state["left"]),
+        "right": where(better, cost, right),
+        "total": state["total"] + cost,
+        "prev": cost,
+    }
+
+
+def tracker_init(shape: tuple[int, ...]) -> dict:
+    """Empty numpy state for :func:`tracker_step` / :class:`_MinTracker` (``best`` = +inf, the rest 0)."""
+    return {
+        "best": np.full(shape, np.inf, dtype=np.float32),
+        "k": np.zeros(shape, dtype=np.int32),
+        "left": np.zeros(shape, dtype=np.float32),
+        "right": np.zeros(shape, dtype=np.float32),
+        "total": np.zeros(shape, dtype=np.float64),
+        "prev": np.zeros(shape, dtype=np.float32),
+    }
+
+
 class _MinTracker:
     """Streaming argmin of cost curves sampled at uniform radii, keeping the two neighbours of the minimum
-    for a parabola fit, so the (R, H, W) volume need not be stored."""
+    for a parabola fit, so the (R, H, W) volume need not be stored. ``push`` runs the fused numba kernel
+    (:func:`bokehdepth.sweep_numba.tracker_push`, the array form is :func:`tracker_step`); ``result`` turns
+    a final state of either into radii."""
 
     def __init__(self, shape: tuple[int, int]):
-        self.best = np.full(shape, np.inf, dtype=np.float32)
-        self.k = np.zeros(shape, dtype=np.int32)
-        self.left = np.zeros(shape, dtype=np.float32)
-        self.right = np.zeros(shape, dtype=np.float32)
-        self.total = np.zeros(shape, dtype=np.float64)
-        self.prev = np.zeros(shape, dtype=np.float32)
+        st = tracker_init(shape)
+        self.best, self.k, self.left, self.right, self.total, self.prev = (
+            st[n] for n in ("best", "k", "left", "right", "total", "prev")
+        )
         self.n = 0
+
+    @classmethod
+    def from_state(cls, state: dict, n: int) -> _MinTracker:
+        """A tracker holding a finished :func:`tracker_step` state (numpy arrays) after ``n`` candidates."""
+        t = cls.__new__(cls)
+        t.best, t.k, t.left, t.right, t.total, t.prev = (
+            np.asarray(state[n_]) for n_ in ("best", "k", "left", "right", "total", "prev")
+        )
+        t.k = t.k.astype(np.int32, copy=False)
+        t.n = n
+        return t
 
     def push(self, k: int, cost: np.ndarray) -> None:
         """Add the cost (H, W) of candidate ``k`` (pushed in order 0, 1, 2, …)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import Stack
-from .sweep import SweepConfig, SweepResult, _linear, texture_energy
+from .sweep import SweepConfig, SweepResult, _blend_fill, _linear, _measure, check_config, texture_energy
 
 __all__ = ["disp_grid_for", "sweep_focus_bracket"]
 
@@ -56,16 +56,22 @@ def sweep_focus_bracket(
         stack: frames (display values, ``stack.gamma``), metric K per frame (px·m at the frames' width);
             ``stack.reference`` is the sharpest frame.
         disp_focus: (N,) focus disparity of each frame, 1/m.
-        config: :class:`SweepConfig` (window, max_radius, step, fill settings); ``focus_side`` is ignored.
+        config: :class:`SweepConfig` (window, max_radius, step, fill settings, device); ``focus_side``,
+            ``disp_range``, ``offset_only`` and ``focus_m`` do not apply (the search settles the sign; the
+            focus distances are ``disp_focus``) and are ignored with a warning.
         disp_grid: candidate disparities (1/m); default :func:`disp_grid_for`.
     Returns:
         :class:`SweepResult` with ``depth`` (m), ``disp_offset`` = |d − disp_focus_ref| (1/m), and the
         predicted radii per non-reference frame in ``radius``; ``info["bracket"] == "focus"``.
     """
-    from .sweep_blur import measure_blur
-    from .sweep_fill import normalized_fill
+    import warnings
 
     config = replace(config or SweepConfig(), **overrides)
+    check_config(config)
+    unused = [n for n in ("focus_side", "disp_range", "focus_m") if getattr(config, n) is not None]
+    unused += ["offset_only"] if config.offset_only else []
+    if unused:
+        warnings.warn(f"focus bracket: {', '.join(unused)} do not apply, ignored", stacklevel=2)
     t0 = time.perf_counter()
     n = len(stack)
     disp_focus = np.asarray(disp_focus, dtype=np.float64)
@@ -78,9 +84,9 @@ def sweep_focus_bracket(
     others = [i for i in range(n) if i != ref]
     grid = disp_grid_for(K, disp_focus, config.max_radius) if disp_grid is None else np.asarray(disp_grid, float)
     lin = [_linear(f, stack.gamma) for f in stack.frames]
-    kw = dict(max_radius=config.max_radius, step=config.step, window=config.window, keep_cost=True)
-    fwd = measure_blur(lin[ref], [lin[i] for i in others], progress=config.progress, **kw)
-    bwd = [measure_blur(lin[i], [lin[ref]], **kw).cost[0] for i in others]
+    fwd = _measure(lin[ref], [lin[i] for i in others], config, keep_cost=True)
+    quiet = replace(config, progress=False)
+    bwd = [_measure(lin[i], [lin[ref]], quiet, keep_cost=True).cost[0] for i in others]
     step = float(fwd.radii[1] - fwd.radii[0])
     h, w = stack.size
     total = np.empty((len(grid), h, w), dtype=np.float32)
@@ -109,9 +115,7 @@ def sweep_focus_bracket(
     conf = np.where((kbest == 0) | (kbest == len(grid) - 1), 0.5 * conf, conf).astype(np.float32)
     raw = disp
     if config.fill:
-        filled, _ = normalized_fill(raw, conf, stack.frames[ref], config.sigma_s, config.sigma_r)
-        alpha = np.clip(conf / config.keep_confidence, 0.0, 1.0)
-        disp = np.where(np.isfinite(filled), alpha * raw + (1 - alpha) * filled, raw).astype(np.float32)
+        disp = _blend_fill(raw, conf, stack.frames[ref], config)
     with np.errstate(divide="ignore"):
         depth = np.where(disp > 0, 1.0 / np.maximum(disp, 1e-12), np.nan).astype(np.float32)
     radius = np.stack([K[i] * np.abs(disp - disp_focus[i]) for i in others]).astype(np.float32)
@@ -123,6 +127,8 @@ def sweep_focus_bracket(
         "disp_grid": [float(grid[0]), float(grid[-1]), len(grid)],
         "window": config.window,
         "max_radius": config.max_radius,
+        "step": config.step,
+        "device": config.device,
         "fill": "domain-transform normalized convolution" if config.fill else None,
         "seconds_total": time.perf_counter() - t0,
     }

@@ -36,8 +36,10 @@ def tracker_push(
     right: np.ndarray,
     total: np.ndarray,
 ) -> None:
-    """One step of the streaming argmin over radii (see ``sweep_blur._MinTracker``), in place; ``prev`` is
-    the cost at ``k − 1`` (ignored for k = 0) and is overwritten with ``cost``."""
+    """One step of the streaming argmin over radii, in place: the fused form of
+    :func:`bokehdepth.sweep_blur.tracker_step` (its specification; tests check the two equal on ties and on
+    minima at the first and last candidate). ``prev`` is the cost at ``k − 1`` (ignored for k = 0) and is
+    overwritten with ``cost``."""
     h, w = cost.shape
     for y in range(h):
         for x in range(w):

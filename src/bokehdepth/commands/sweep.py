@@ -5,6 +5,11 @@
 writes ``depth.npy`` (metres, NaN unknown), ``disp_offset.npy`` (|disp − disp_focus|), ``confidence.npy``,
 ``depth_color.png``, ``sweep_plot.png`` and ``sweep.json``; with the sign unresolved also ``depth_near.npy``,
 ``depth_far.npy`` and ``ambiguous.npy``.
+
+A flag that does not apply to the input (``--disp-range`` / ``--offset-only`` for a metric stack or photos,
+the photo flags for a stack folder, ``--focus-side`` for a focus bracket, …) is ignored with one
+``warning: --FLAG ignored: …`` line on stderr (and listed in ``sweep.json`` under ``ignored_flags``); a
+contradictory combination (``--disp-range`` with ``--offset-only``) is an error.
 """
 
 from __future__ import annotations
@@ -14,6 +19,19 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+
+SWEEP_OUTPUTS = (
+    "depth.npy",
+    "depth_color.png",
+    "depth_near.npy",
+    "depth_far.npy",
+    "ambiguous.npy",
+    "disp_offset.npy",
+    "confidence.npy",
+    "sweep_plot.png",
+    "sweep.json",
+)
+"""Every file ``sweep`` can write; a rerun into the same folder leaves none of an earlier run's behind."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,84 +44,156 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("stack", nargs="?", help="stack folder (frame_*.png + stack.json)")
     p.add_argument("--photos", nargs="+", metavar="PHOTO", help="an aperture or focus bracket of photos (EXIF)")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--focus-side", choices=("near", "far"), help="the focus plane is the nearest / farthest surface")
+    p.add_argument(
+        "--focus-side",
+        choices=("near", "far"),
+        help="the focus plane is the nearest / farthest surface (stacks and aperture brackets; a focus bracket "
+        "settles the sign itself)",
+    )
     p.add_argument("--window", type=int, default=15, help="matching window side in px, odd (default 15)")
     p.add_argument("--max-radius", type=float, default=24.0, help="largest blur radius searched, px (default 24)")
-    p.add_argument("--step", type=float, default=0.5, help="spacing of candidate radii, px (default 0.5)")
+    p.add_argument(
+        "--step", type=float, default=0.5, help="spacing of candidate radii, px, <= --max-radius/2 (default 0.5)"
+    )
     p.add_argument("--no-fill", action="store_true", help="no edge-aware fill of low-confidence pixels")
     p.add_argument(
         "--disp-range",
         nargs=2,
         type=float,
         metavar=("DMIN", "DMAX"),
-        help="normalized stacks: the scene's disparity range in 1/m, to get metric depth",
+        help="normalized stacks only: the scene disparities (1/m) that normalised disparity 0 and 1 stand for, "
+        "for metric depth (default: the stack's disp_min/disp_max when stack.json records them); ignored with "
+        "a warning for metric stacks and photos",
     )
-    p.add_argument("--offset-only", action="store_true", help="normalized stacks: write only the normalised offset")
+    p.add_argument(
+        "--offset-only",
+        action="store_true",
+        help="normalized stacks only: write only the normalised offset (no depth); ignored with a warning for "
+        "metric stacks and photos",
+    )
     p.add_argument(
         "--focus-m", nargs="+", type=float, help="focus distance in m (stack: one value; photos: one or per photo)"
     )
     p.add_argument("--focal-mm", type=float, help="photos: focal length in mm (EXIF FocalLength)")
     p.add_argument("--f-number", nargs="+", type=float, help="photos: f-number, one or per photo (EXIF FNumber)")
     p.add_argument("--sensor-mm", type=float, help="photos: sensor width in mm (else from FocalLengthIn35mmFilm)")
-    p.add_argument("--max-width", type=int, default=1024, help="photos: working width cap in px (0 = full size)")
+    p.add_argument(
+        "--max-width", type=int, default=None, help="photos: working width cap in px (0 = full size; default 1024)"
+    )
     p.add_argument(
         "--device",
         default="numpy",
-        help="blur measurement: numpy (default; scipy.fft + numba) or a torch device (cuda)",
+        help="blur measurement: numpy (default; scipy.fft + numba) or a torch device (cuda, cpu); stacks, "
+        "aperture and focus brackets",
     )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(func=run)
 
 
-def _config(args: argparse.Namespace, focus_m: float | None):
+def _ignore(args: argparse.Namespace, flags: dict[str, bool], why: str) -> None:
+    """Warn (one ``warning:`` line each) about the flags in ``flags`` that were given and do not apply."""
+    for flag, given in flags.items():
+        if given:
+            sys.stderr.write(f"warning: {flag} ignored: {why}\n")
+            args.ignored_flags.append(flag)
+
+
+def _config(args: argparse.Namespace, focus_m: float | None, *, side: bool = True, normalized: bool = False):
     from ..sweep import SweepConfig
 
     return SweepConfig(
         window=args.window,
         max_radius=args.max_radius,
         step=args.step,
-        focus_side=args.focus_side,
+        focus_side=args.focus_side if side else None,
         fill=not args.no_fill,
-        disp_range=tuple(args.disp_range) if args.disp_range else None,
+        disp_range=tuple(args.disp_range) if args.disp_range and normalized else None,
+        offset_only=bool(args.offset_only and normalized),
         focus_m=focus_m,
         device=args.device,
         progress=args.progress,
     )
 
 
+def _stack_json(folder: Path) -> Path:
+    """The metadata file of a stack folder: our stack.json, else the reference layout's stack_index.json."""
+    own = folder / "stack.json"
+    return own if own.is_file() or not (folder / "stack_index.json").is_file() else folder / "stack_index.json"
+
+
 def _run_stack(args: argparse.Namespace):
     from ..io import read_stack
-    from ..sweep import sweep_stack
+    from ..sweep import check_config, normalized_disp_range, sweep_stack
 
-    stack = read_stack(args.stack)
+    _ignore(
+        args,
+        {
+            "--focal-mm": args.focal_mm is not None,
+            "--f-number": args.f_number is not None,
+            "--sensor-mm": args.sensor_mm is not None,
+            "--max-width": args.max_width is not None,
+        },
+        "it applies to --photos only; a stack folder carries its K in stack.json",
+    )
     if args.focus_m is not None and len(args.focus_m) != 1:
         raise InputError("--focus-m: give one focus distance for a stack")
-    if stack.K_convention == "normalized" and args.disp_range is None and not args.offset_only:
-        raise InputError(
-            f"{args.stack}: K_convention is 'normalized' (no metric scale), so depth is undefined; pass "
-            "--disp-range DMIN DMAX (scene disparity range, 1/m) or --offset-only for the normalised offset"
+    check_config(_config(args, None, normalized=True))  # bad flags fail before the stack is read
+    stack = read_stack(args.stack)
+    where = str(_stack_json(Path(args.stack)))
+    normalized = stack.K_convention == "normalized"
+    if normalized:
+        if args.offset_only:
+            _ignore(
+                args,
+                {"--focus-m": args.focus_m is not None, "--focus-side": args.focus_side is not None},
+                "--offset-only writes no depth",
+            )
+            args.focus_m = args.focus_side = None
+        elif normalized_disp_range(stack, _config(args, None, normalized=True), where) is None:
+            raise InputError(
+                f"{where}: K_convention is 'normalized' and the stack records no disp_min/disp_max (no metric "
+                "scale), so depth is undefined; pass --disp-range DMIN DMAX (scene disparity range, 1/m) or "
+                "--offset-only for the normalised offset"
+            )
+    else:
+        _ignore(
+            args,
+            {"--disp-range": args.disp_range is not None, "--offset-only": args.offset_only},
+            f"{where} is a metric stack (K in px·m), which has a metric scale of its own",
         )
-    return sweep_stack(stack, _config(args, args.focus_m[0] if args.focus_m else None)), stack, None
+    config = _config(args, args.focus_m[0] if args.focus_m else None, normalized=normalized)
+    return sweep_stack(stack, config, where=where), stack, None
 
 
 def _run_photos(args: argparse.Namespace):
-    from ..sweep import sweep_stack
+    from ..sweep import check_config, sweep_stack
     from ..sweep_focus import sweep_focus_bracket
     from ..sweep_photos import load_photo_bracket
 
+    _ignore(
+        args,
+        {"--disp-range": args.disp_range is not None, "--offset-only": args.offset_only},
+        "photos give a metric stack (K in px·m from the lens settings)",
+    )
+    check_config(_config(args, None))
     bracket = load_photo_bracket(
         args.photos,
         focal_mm=args.focal_mm,
         f_number=args.f_number,
         focus_m=args.focus_m,
         sensor_mm=args.sensor_mm,
-        max_width=args.max_width,
+        max_width=1024 if args.max_width is None else args.max_width,
     )
-    config = _config(args, None)
+    where = "--photos"
     if bracket.kind == "focus":
-        result = sweep_focus_bracket(bracket.stack, bracket.disp_focus, config)
+        _ignore(
+            args,
+            {"--focus-side": args.focus_side is not None},
+            "this is a focus bracket, whose depth search settles front/behind itself",
+        )
+        result = sweep_focus_bracket(bracket.stack, bracket.disp_focus, _config(args, None, side=False))
     else:
-        result = sweep_stack(bracket.stack, config)
+        result = sweep_stack(bracket.stack, _config(args, None), where=where)
     return result, bracket.stack, bracket.photo_size
 
 
@@ -116,10 +206,13 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.stack is None) == (args.photos is None):
         raise InputError("sweep: give either a STACK_DIR or --photos A.jpg B.jpg ..., not both or neither")
+    if args.disp_range is not None and args.offset_only:
+        raise InputError("--offset-only: writes no depth, so --disp-range has no use with it; drop one of the two")
+    args.ignored_flags = []
     result, stack, photo_size = _run_photos(args) if args.photos else _run_stack(args)
     maps = result if photo_size is None else to_photo_size(result, photo_size)  # outputs at the photos' size
     out = Path(args.output)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, owned=SWEEP_OUTPUTS) as tmp:
         extra = {"disp_offset": maps.disp_offset, "confidence": maps.confidence}
         if maps.depth is not None:
             if maps.ambiguous is not None:
@@ -139,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
             "depth_written": result.depth is not None,
             "ambiguous_fraction": None if result.ambiguous is None else float(result.ambiguous.mean()),
             "lens": stack.lens,
+            "ignored_flags": args.ignored_flags,
         }
         write_json(tmp / "sweep.json", info)
     msg = f"sweep: wrote {out}"
