@@ -3,15 +3,18 @@ save/load round trip with the config in the safetensors metadata, strict-load er
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from bokehdepth.errors import CheckpointError
+from bokehdepth.errors import CheckpointError, InputError
 from bokehdepth.models.compact_depth import (
     DEFAULT_WEIGHTS,
     CompactDepthConfig,
     CompactDepthModel,
+    focus_sign_of,
     load_compact_depth,
     prepare_k,
     save_compact_depth,
@@ -217,3 +220,56 @@ def test_embedded_weights_read_depth_from_the_stack():
                 const_err.append(compute_metrics(np.full_like(scene.depth, const), scene.depth)["abs_rel"])
     assert np.mean(stack_err) < 0.7 * np.mean(single_err)
     assert np.mean(stack_err) < 0.4 * np.mean(const_err)
+
+
+def test_per_sample_gamma_reaches_the_cost_volume():
+    m = _model(cost_bins=6)
+    ref, st, k = _inputs()
+    both = m.cost_volume(ref, st, k, gamma=torch.tensor([1.0, 2.2]))
+    torch.testing.assert_close(both[:1], m.cost_volume(ref[:1], st[:1], k[:1], gamma=1.0))
+    torch.testing.assert_close(both[1:], m.cost_volume(ref[1:], st[1:], k[1:]))  # default 2.2
+    with torch.no_grad():
+        a = m(ref, st, k, gamma=torch.tensor([1.0, 2.2]))
+        torch.testing.assert_close(a["offset"], m(ref, st, k, cost=both)["offset"])
+        assert not torch.allclose(a["offset"], m(ref, st, k)["offset"])
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        (dict(cost_bins=1), "cost_bins"),  # one candidate: the soft-argmin divided by 0 (all outputs NaN)
+        (dict(cost_bins=-2), "cost_bins"),
+        (dict(out_stride=8), "out_stride"),  # = patch_size: no ×2 step, the head's channels did not match
+        (dict(out_stride=3), "out_stride"),  # 8/3 was silently rounded
+        (dict(out_stride=0), "out_stride"),
+    ],
+)
+def test_config_rejects_layouts_the_head_cannot_build(bad, field):
+    with pytest.raises(InputError, match=f"--config {field}"):
+        CompactDepthConfig(**{**TINY, **bad})
+
+
+def test_config_from_plain_json_fields():
+    data = json.loads(json.dumps({**TINY, "cost_bins": 2}))  # tuples come back as lists
+    cfg = CompactDepthConfig(**data)
+    assert cfg.taps == (0, 1) and cfg.dsfa_taps == (1,)
+    assert CompactDepthConfig.from_json(cfg.to_json()) == cfg
+    with torch.no_grad():
+        out = CompactDepthModel(cfg).eval()(*_inputs())
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+def test_per_pixel_focus_sign_and_focus_sign_of():
+    m = _model()  # min_disp 0.05, max_disp 2.0 1/m
+    off = torch.tensor([[[0.1, 0.2, 3.0, 0.1]]])
+    out = {"offset": off, "side": torch.tensor([[[5.0, 5.0, 5.0, -5.0]]])}
+    df = torch.tensor([0.4])
+    # per pixel: −, +, − and 0 (unknown → the side head, here "behind": −|Δ|); clamped to [min_disp, max_disp]
+    sign = torch.tensor([[[-1.0, 1.0, -1.0, 0.0]]])
+    torch.testing.assert_close(m.defocus_disparity(out, df, sign)[0, 0], torch.tensor([0.3, 0.6, 0.05, 0.3]))
+    # a per-stack [B] sign is the same as that sign at every pixel
+    for s in (-1.0, 1.0):
+        torch.testing.assert_close(
+            m.defocus_disparity(out, df, torch.tensor([s])), m.defocus_disparity(out, df, torch.full_like(off, s))
+        )
+    assert (focus_sign_of("near"), focus_sign_of("far"), focus_sign_of(None), focus_sign_of("")) == (-1, 1, 0, 0)

@@ -106,3 +106,17 @@ def test_normalized_stack_uses_log_depth_branch(scene):
     res = load_depth_predictor("compact").predict(img, norm)
     assert res.info["depth_from"] == "log_depth" and res.depth.shape == (40, 40)
     assert np.isfinite(res.depth).all()
+
+
+def test_compact_predictor_passes_the_stacks_gamma(scene, monkeypatch):
+    from bokehdepth.io import read_stack
+    from bokehdepth.pipelines.depth import load_depth_predictor
+
+    stack = read_stack(scene / "stack")
+    stack.gamma = 1.0
+    pred = load_depth_predictor("compact", None, "cpu")
+    seen = []
+    real = pred.model.cost_volume
+    monkeypatch.setattr(pred.model, "cost_volume", lambda *a, **kw: seen.append(kw.get("gamma")) or real(*a, **kw))
+    res = pred.predict(stack.frames[0], stack)
+    assert seen == [1.0] and res.info["stack_gamma"] == 1.0

@@ -22,6 +22,14 @@ Design (docs/stage2.md has the rationale and the training command):
   estimate against the monocular one) and ``log_depth`` (log m). The skip sees the reference RGB, its
   gradient magnitude and the per-pixel mean / max over frames of ``|frame − ref|`` (zero single-frame), so
   blur is measured at 1/``out_stride`` resolution, not only per 16-px patch.
+- **Cost volume.** With ``cfg.cost_bins`` = J > 0 (the shipped weights use 16), :meth:`~CompactDepthModel.cost_volume`
+  re-blurs the grey reference with the renderer's disc of radius ``K_i·δ_j`` for J candidate offsets
+  ``δ_j`` (:func:`~.defocus_volume.candidate_offsets`, 0 … ``max_disp − min_disp``), in linear light of the
+  stack's ``gamma``, and scores each candidate against the stack (:mod:`.defocus_volume`).
+  :meth:`~CompactDepthModel.cost_features` turns it into J + 2 more skip channels: ``cost / mean − 1`` per
+  candidate, the soft-argmin |Δ| (fraction of the candidate range) and the log mean cost (how much evidence
+  there is); zeros single-frame. The volume is a fixed function of the inputs, so the trainer
+  (:mod:`bokehdepth.train.stage2`) caches it per scene and passes it as ``cost=``.
 - **Focus conditioning.** The head gets ``[disp_focus, known, near, far]`` (1/m and flags) as a learnt bias,
   so the side and monocular branches know where the focus plane is (without it, the sign of Δ is
   unidentifiable and an L1 loss on the signed offset collapses to Δ ≈ 0, i.e. "everything in focus").
@@ -44,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
 from .defocus_volume import candidate_offsets, defocus_cost_volume
 from .dsfa import DividedSpaceFocusBlock, DSFAConfig, fuse_frame_features
 
@@ -56,6 +65,7 @@ __all__ = [
     "save_compact_depth",
     "prepare_k",
     "SIDE_SIGN",
+    "focus_sign_of",
     "focus_features",
 ]
 
@@ -109,15 +119,28 @@ class CompactDepthConfig:
     cost_window: int = 7
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # JSON gives lists: convert here so that CompactDepthConfig(**json.loads(text)) works everywhere
+        self.taps = tuple(int(i) for i in self.taps)
+        self.dsfa_taps = tuple(int(i) for i in self.dsfa_taps)
+        if self.cost_bins < 0 or self.cost_bins == 1:
+            raise InputError(
+                f"--config cost_bins: {self.cost_bins} is not a cost-volume size; use 0 (no cost volume) or ≥ 2 "
+                "candidate offsets, e.g. 16"
+            )
+        ratio = self.patch_size / self.out_stride if self.out_stride > 0 else 0.0
+        if not (ratio >= 2 and ratio == int(ratio) and int(ratio) & (int(ratio) - 1) == 0):
+            raise InputError(
+                f"--config out_stride: patch_size / out_stride = {self.patch_size} / {self.out_stride} must be a "
+                f"power of two ≥ 2 (the head upsamples by ×2 steps); e.g. out_stride {max(1, self.patch_size // 4)}"
+            )
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> CompactDepthConfig:
-        data = json.loads(text)
-        data["taps"] = tuple(data["taps"])
-        data["dsfa_taps"] = tuple(data["dsfa_taps"])
-        return cls(**data)
+        return cls(**json.loads(text))
 
 
 def _sincos_2d(h: int, w: int, dim: int, device, dtype) -> torch.Tensor:
@@ -162,6 +185,12 @@ def _conv(cin: int, cout: int) -> nn.Sequential:
 
 SIDE_SIGN = {"near": -1.0, "far": 1.0}
 """Sign of ``disp − disp_focus`` implied by a stack's ``focus_side`` ("near": focus on the nearest surface)."""
+
+
+def focus_sign_of(side: str | None) -> float:
+    """:data:`SIDE_SIGN` of a stack's ``focus_side``: −1.0 (``"near"``), +1.0 (``"far"``), 0.0 (unknown/None)."""
+    return SIDE_SIGN.get(side or "", 0.0)
+
 
 SIDE_RULES = ("relative", "map")
 """How :meth:`CompactDepthModel.defocus_disparity` picks the side of focus where the stack does not record it."""
@@ -229,6 +258,7 @@ class CompactDepthModel(nn.Module):
         disp_focus: torch.Tensor | None = None,
         focus_sign: torch.Tensor | None = None,
         cost: torch.Tensor | None = None,
+        gamma: float | torch.Tensor = 2.2,
     ) -> dict[str, torch.Tensor]:
         """Predict the defocus, side, confidence and log-depth maps.
 
@@ -241,6 +271,8 @@ class CompactDepthModel(nn.Module):
             focus_sign: [B] sign of ``disp − disp_focus`` known from the stack (−1 near, +1 far, 0 unknown).
             cost: [B, cost_bins, H, W] precomputed :meth:`cost_volume` (the trainer caches it); None: computed
                 here when ``cfg.cost_bins`` > 0.
+            gamma: the stack's encoding gamma (``Stack.gamma``), a number or [B]; used only to compute the cost
+                volume (ignored with ``cost`` or ``cfg.cost_bins`` = 0).
 
         Returns:
             ``{"offset": |Δ| [B, H, W] 1/m, "side": [B, H, W] logit (nearer than focus),
@@ -284,7 +316,9 @@ class CompactDepthModel(nn.Module):
             if nf == 1:
                 skip_in.append(ref.new_zeros(b, self.cfg.cost_bins + 2, h, w))
             else:
-                skip_in.append(self.cost_features(self.cost_volume(ref, stack, k_in) if cost is None else cost))
+                skip_in.append(
+                    self.cost_features(self.cost_volume(ref, stack, k_in, gamma=gamma) if cost is None else cost)
+                )
         skip = self.skip(torch.cat(skip_in, 1))
         for up in self.ups:
             y = up(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
@@ -298,16 +332,20 @@ class CompactDepthModel(nn.Module):
             "log_depth": out[:, 3] + 1.5,
         }
 
-    def cost_volume(self, ref: torch.Tensor, stack: torch.Tensor, k_in: torch.Tensor) -> torch.Tensor:
+    def cost_volume(
+        self, ref: torch.Tensor, stack: torch.Tensor, k_in: torch.Tensor, gamma: float | torch.Tensor = 2.2
+    ) -> torch.Tensor:
         """[B, cost_bins, H, W] defocus cost of each candidate |Δ| (grey, see :mod:`.defocus_volume`).
 
         ``k_in`` [B, N] is the DSFA K input; the blur per unit offset at the working width is
-        ``k_in · cfg.k_unit`` px per 1/m (per unit normalised disparity for a normalised stack).
+        ``k_in · cfg.k_unit`` px per 1/m (per unit normalised disparity for a normalised stack). ``gamma`` is
+        the stack's encoding gamma (``Stack.gamma``): a number, or a [B] tensor (one per sample); the
+        re-blurring happens in linear light ``frame ** gamma``, as the renderer's.
         """
         grey = ref.mean(1, keepdim=True)
         k_px = k_in.reshape(k_in.shape[0], -1) * self.cfg.k_unit
         return defocus_cost_volume(
-            grey, stack.mean(2, keepdim=True), k_px, self.cost_offsets, window=self.cfg.cost_window
+            grey, stack.mean(2, keepdim=True), k_px, self.cost_offsets, gamma=gamma, window=self.cfg.cost_window
         )
 
     def cost_features(self, cost: torch.Tensor) -> torch.Tensor:
@@ -329,8 +367,11 @@ class CompactDepthModel(nn.Module):
     ) -> torch.Tensor:
         """Defocus disparity [B, H, W] (1/m): ``disp_focus ± |Δ|`` clamped to ``[min_disp, max_disp]``.
 
-        The sign comes from ``focus_sign`` [B] (−1, +1; 0 unknown) where known, else from the side head's
-        probability ``p = sigmoid(side)`` that the pixel is nearer than the focus plane:
+        The sign comes from ``focus_sign`` where known, else from the side head's probability
+        ``p = sigmoid(side)`` that the pixel is nearer than the focus plane. ``focus_sign`` is the sign of
+        ``disp − disp_focus`` (−1, +1; 0 unknown): [B], one per stack (its ``focus_side``, see
+        :func:`focus_sign_of`), or [B, H, W] per pixel (e.g. the trainer's true side ``sign(1/gt − disp_focus)``,
+        so the ``disp_focus ± |Δ|`` clamp formula lives only here). Where it is 0 or None:
 
         - ``side_rule="relative"`` (default): the candidate with the lower expected *relative* depth error
           under ``p``. Choosing the far candidate when the pixel is near costs ``(d_far − d_near)/d_near``,
@@ -351,7 +392,11 @@ class CompactDepthModel(nn.Module):
             p = torch.sigmoid(outputs["side"])
             near = p * disp_near >= (1 - p) * disp_far
         if focus_sign is not None:
-            fs = focus_sign.to(df.dtype).view(-1, 1, 1).expand_as(near)
+            fs = focus_sign.to(device=df.device, dtype=df.dtype)
+            fs = fs.view(-1, 1, 1) if fs.ndim <= 1 else fs
+            if fs.ndim != 3 or fs.shape[0] not in (1, near.shape[0]):
+                raise ValueError(f"focus_sign must be [B] or [B, H, W], got {tuple(focus_sign.shape)}")
+            fs = fs.expand_as(near)
             near = torch.where(fs != 0, fs > 0, near)
         return torch.where(near, disp_near, disp_far)
 
@@ -365,8 +410,8 @@ class CompactDepthModel(nn.Module):
         """Metric depth [B, H, W] in metres.
 
         Where ``disp_focus`` [B] (1/m) is known (NaN entries mean unknown): the defocus depth
-        ``1/(disp_focus ± |Δ|)`` (see :meth:`defocus_disparity` for ``side_rule``) blended in log depth with the monocular
-        branch by ``sigmoid(confidence)``; elsewhere ``exp(log_depth)``.
+        ``1/(disp_focus ± |Δ|)`` (see :meth:`defocus_disparity` for ``focus_sign`` and ``side_rule``) blended in
+        log depth with the monocular branch by ``sigmoid(confidence)``; elsewhere ``exp(log_depth)``.
         """
         log_mono = outputs["log_depth"].clamp(max=math.log(self.cfg.max_depth))
         if disp_focus is None:

@@ -9,8 +9,9 @@ Design (docs/stage1.md):
 2. The blur radius in pixels at the working width ``W`` is ``r = K · (W / 512) · m`` (the published
    normalised convention: K in px at 512-px width per unit of per-image min–max normalised disparity).
 3. A fixed, differentiable *blur pyramid* turns ``r`` into an image: the input is taken to linear light
-   (``gamma``), convolved with anti-aliased discs of the radii in ``radii_px`` (FFT, reflect padding), and
-   each pixel blends the two pyramid levels around its own radius; back to display values, plus the residual.
+   (``gamma``), convolved with anti-aliased discs of the radii in ``radii_px`` (FFT with mirror padding,
+   :func:`~.defocus_volume.fft_disc_blur`), and each pixel blends the two pyramid levels around its own
+   radius; back to display values, plus the residual.
 
 The radius is linear in K by construction, so a larger K gives a blurrier frame whenever the network's
 defocus map does not shrink with K (training makes it K-independent: the renderer's radius is K·|Δdisp|).
@@ -21,7 +22,6 @@ convention. H and W must be multiples of :meth:`CompactGenerator.size_multiple`.
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import asdict, dataclass, fields
@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .defocus_volume import disc_edge_weight, fft_disc_blur
 
 __all__ = [
     "CompactGenerator",
@@ -111,53 +113,14 @@ class CompactGeneratorConfig:
 def disc_kernel(radius: float, size: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """Anti-aliased disc of ``radius`` px in a (size, size) kernel, summing to 1 (radius 0 → a delta).
 
-    The edge weight is ``clip(radius + 0.5 − distance, 0, 1)``, so the disc area is ≈ π·radius².
+    The edge weight is ``clip(radius + 0.5 − distance, 0, 1)`` (the ``"clip"`` profile of
+    :func:`~.defocus_volume.disc_edge_weight`), so the disc area is ≈ π·radius².
     """
     c = (size - 1) / 2.0
     ax = torch.arange(size, device=device, dtype=dtype) - c
     dist = torch.sqrt(ax[:, None] ** 2 + ax[None, :] ** 2)
-    k = (radius + 0.5 - dist).clamp(0.0, 1.0)
+    k = disc_edge_weight(radius, dist, "clip")
     return k / k.sum()
-
-
-@functools.lru_cache(maxsize=8)
-def _kernel_spectra(radii: tuple[float, ...], pad: int, ph: int, pw: int, device: str) -> torch.Tensor:
-    """rfft2 of the discs of ``radii`` (px), centred at (0, 0) in a (ph, pw) frame: (L, ph, pw//2+1) complex.
-
-    Memoised: training and inference call it with a handful of sizes. Built outside inference mode (a cached
-    inference tensor could not take part in a later backward pass).
-    """
-    ksize = 2 * pad + 1
-    with torch.inference_mode(False), torch.no_grad():
-        kernels = torch.zeros(len(radii), ph, pw, device=device)
-        for i, r in enumerate(radii):
-            kernels[i, :ksize, :ksize] = disc_kernel(r, ksize, device=device)
-        kernels = torch.roll(kernels, shifts=(-pad, -pad), dims=(1, 2))
-        return torch.fft.rfft2(kernels)
-
-
-def fft_disc_blur(linear: torch.Tensor, radii: list[float]) -> torch.Tensor:
-    """Convolve an image with discs of each radius (px > 0), by FFT with reflect padding (exact).
-
-    Args:
-        linear: (B, C, H, W) image in linear light.
-        radii: radii in px, each > 0.
-
-    Returns:
-        (B, L, C, H, W): one blurred copy per radius.
-    """
-    from scipy.fft import next_fast_len
-
-    b, c, h, w = linear.shape
-    pad = int(math.ceil(max(radii))) + 1
-    mode = "reflect" if pad < h and pad < w else "replicate"  # reflect cannot pad beyond the size
-    padded = F.pad(linear.float(), (pad, pad, pad, pad), mode=mode)
-    # zero-extend to fast FFT lengths; the circular wrap never reaches the cropped centre (kernel ≤ pad)
-    ph, pw = next_fast_len(h + 2 * pad, True), next_fast_len(w + 2 * pad, True)
-    padded = F.pad(padded, (0, pw - padded.shape[-1], 0, ph - padded.shape[-2]))
-    kernel_spec = _kernel_spectra(tuple(float(r) for r in radii), pad, ph, pw, str(linear.device))
-    spec = torch.fft.rfft2(padded)[:, None] * kernel_spec[None, :, None]  # (B, L, C, ph, pw/2+1)
-    return torch.fft.irfft2(spec, s=(ph, pw))[..., pad : pad + h, pad : pad + w].to(linear.dtype)
 
 
 def level_scale(radius: float, multiscale: bool = True) -> int:
@@ -190,11 +153,11 @@ def blur_pyramid(linear: torch.Tensor, radii: list[float], multiscale: bool = Tr
             groups.setdefault(level_scale(float(r), multiscale), []).append(i)
     for scale, idx in groups.items():
         if scale == 1:
-            blurred = fft_disc_blur(linear, [radii[i] for i in idx])
+            blurred = fft_disc_blur(linear, [float(radii[i]) for i in idx], edge="clip")
         else:
             size = (max(1, math.ceil(h / scale)), max(1, math.ceil(w / scale)))
             small = F.interpolate(linear, size=size, mode="area")
-            sh = fft_disc_blur(small, [radii[i] * size[1] / w for i in idx])  # (B, L', C, h', w')
+            sh = fft_disc_blur(small, [radii[i] * size[1] / w for i in idx], edge="clip")  # (B, L', C, h', w')
             up = F.interpolate(sh.flatten(0, 1), size=(h, w), mode="bilinear", align_corners=False)
             blurred = up.view(b, len(idx), c, h, w)
         for j, i in enumerate(idx):

@@ -109,7 +109,7 @@ class CompactDepthPredictor:
         import torch
         import torch.nn.functional as F
 
-        from ..models.compact_depth import SIDE_SIGN, prepare_k
+        from ..models.compact_depth import focus_sign_of, prepare_k
 
         t0 = time.perf_counter()
         inp = split_stack(image, stack)
@@ -128,10 +128,11 @@ class CompactDepthPredictor:
         single = single_frame or frames is None
         metric = inp.convention == "metric" and inp.disp_focus is not None and not single
         df = torch.tensor([inp.disp_focus if metric else float("nan")], dtype=torch.float32, device=dev)
-        side = SIDE_SIGN.get((stack.focus_side if stack is not None else None) or "", 0.0)
+        side = focus_sign_of(stack.focus_side if stack is not None else None)
         sign = torch.tensor([side], dtype=torch.float32, device=dev)
         with torch.no_grad():
-            out = self.model(ref, frames, k_in, single_frame=single, disp_focus=df, focus_sign=sign)
+            gamma = float(stack.gamma) if stack is not None else 2.2  # the stack's encoding, for the cost volume
+            out = self.model(ref, frames, k_in, single_frame=single, disp_focus=df, focus_sign=sign, gamma=gamma)
             depth = self.model.depth_from_outputs(out, df, sign)
             depth = F.interpolate(depth[:, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         arr = depth.float().cpu().numpy().astype(np.float32)
@@ -148,6 +149,7 @@ class CompactDepthPredictor:
                 "depth_from": "disp_focus + offset" if metric else "log_depth",
                 "blended_with_log_depth": bool(metric),
                 "focus_side": stack.focus_side if stack is not None else None,
+                "stack_gamma": gamma,
                 "side_rule": "recorded focus_side" if metric and side else "relative" if metric else None,
                 "working_size": [hw, ww],
                 "seconds": time.perf_counter() - t0,
