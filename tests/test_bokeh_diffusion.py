@@ -90,6 +90,23 @@ def test_output_names_follow_reference():
     assert output_label("word " * 40) == ("word_" * 40)[:75]
 
 
+def test_prompts_sharing_an_output_folder_keep_each_others_images(tmp_path):
+    from bokehdepth.pipelines.text2image import result_outputs, write_results
+
+    owned = result_outputs("A cat", [0, 10, 10.2])
+    assert owned == ("a_cat-bokeh0.jpg", "a_cat-bokeh10.jpg", "contact_sheet.png", "generation.json")
+    img = np.full((8, 8, 3), 0.5, np.float32)
+    out = tmp_path / "out"
+    write_results(out, "A cat", [0, 10], [img, img])
+    write_results(out, "A dog", [5], [img])
+    names = ["a_cat-bokeh0.jpg", "a_cat-bokeh10.jpg", "a_dog-bokeh5.jpg", "contact_sheet.png", "generation.json"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert json.loads((out / "generation.json").read_text())["files"] == ["a_dog-bokeh5.jpg"]
+    write_results(out, "A dog", [5], [img])  # a rerun of one prompt leaves the other's images alone
+    assert sorted(p.name for p in out.iterdir()) == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 @pytest.fixture(scope="module")
 def t2i():
     pipe = load_tiny_pipeline("flux")

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import json
 import os
+import re
+import stat
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,13 +258,204 @@ def test_atomic_dir_rerun_replaces_the_whole_earlier_output(tmp_path):
 def test_atomic_dir_keeps_foreign_files_and_drops_stale_outputs(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("notes.txt", "frame_000.png", "frame_001.png", "frame_002.png", "stack.json"):
+    frames = ["frame_000.png", "frame_001.png", "frame_002.png"]
+    for name in ("notes.txt", *frames):
         (out / name).write_text("old")
-    with io.atomic_dir(out, owned=io.STACK_OUTPUTS) as tmp:
+    (out / "stack.json").write_text(json.dumps({"frames": frames, "K": [0, 1, 2]}))
+    with io.atomic_dir(out, owned=io.stack_outputs(out)) as tmp:
         (tmp / "frame_000.png").write_text("new")
         (tmp / "stack.json").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["frame_000.png", "notes.txt", "stack.json"]
     assert (out / "notes.txt").read_text() == "old" and (out / "stack.json").read_text() == "new"
+
+
+def test_stack_outputs_owns_only_the_listed_frames(tmp_path):
+    assert io.stack_outputs(tmp_path / "missing") == ("stack.json",)
+    (tmp_path / "stack.json").write_text("{not json")
+    assert io.stack_outputs(tmp_path) == ("stack.json",)
+    (tmp_path / "stack.json").write_text(json.dumps({"frames": "frame_000.png"}))
+    assert io.stack_outputs(tmp_path) == ("stack.json",)
+    frames = ["frame_000.png", "a[1].png", "../ref.png", "sub/x.png", "notes.json", 3, "frame_000.png"]
+    (tmp_path / "stack.json").write_text(json.dumps({"frames": frames}))
+    owned = io.stack_outputs(tmp_path)
+    assert owned == ("stack.json", "frame_000.png", "a[[]1].png")  # plain image names only, glob-escaped
+    assert not any(fnmatch.fnmatchcase("frame_999.png", pat) for pat in owned)
+
+
+def test_stack_rewrite_keeps_user_files_that_look_like_outputs(tmp_path, rng):
+    out = tmp_path / "s"
+    io.write_stack(io.Stack(frames=[_img(rng)] * 4, K=[0, 1, 2, 3]), out)
+    (out / "frame_999.png").write_text("user")
+    (out / "notes.json").write_text("user")
+    io.write_stack(io.Stack(frames=[_img(rng)] * 2, K=[0, 5]), out)
+    names = ["frame_000.png", "frame_001.png", "frame_999.png", "notes.json", "stack.json"]
+    assert sorted(p.name for p in out.iterdir()) == names  # frames 2 and 3 of the first stack are gone
+    assert (out / "frame_999.png").read_text() == "user" and (out / "notes.json").read_text() == "user"
+    assert io.read_stack(out).K == [0.0, 5.0]
+
+
+def test_atomic_dir_through_a_symlink_keeps_the_link(tmp_path):
+    real = tmp_path / "real"
+    with io.atomic_dir(real, owned=("a.npy",)) as tmp:
+        (tmp / "a.npy").write_text("run 1")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    with io.atomic_dir(link, owned=("a.npy",)) as tmp:  # a whole-folder swap of the target
+        (tmp / "b.npy").write_text("run 2")
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert sorted(p.name for p in real.iterdir()) == ["b.npy"]
+    (real / "keep.txt").write_text("user")
+    with io.atomic_dir(link) as tmp:  # a merge into the target
+        (tmp / "c.npy").write_text("run 3")
+    assert link.is_symlink() and sorted(p.name for p in real.iterdir()) == ["b.npy", "c.npy", "keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_atomic_dir_into_the_working_folder(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("user")
+    (out / "a.npy").write_text("run 1")
+    (out / "stale.npy").write_text("run 1")
+    monkeypatch.chdir(out)
+    with io.atomic_dir(".", owned=("a.npy", "stale.npy")) as tmp:
+        assert tmp.parent == out  # made inside: "." cannot be renamed away
+        (tmp / "a.npy").write_text("run 2")
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "notes.txt"]
+    assert (out / "a.npy").read_text() == "run 2" and Path.cwd() == out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (out / "notes.txt").unlink()
+    with io.atomic_dir(".", owned=("a.npy",)) as tmp:  # only owned entries, still no swap of the cwd
+        (tmp / "b.npy").write_text("run 3")
+    assert sorted(p.name for p in out.iterdir()) == ["b.npy"] and os.path.samefile(".", out)
+    with pytest.raises(RuntimeError):
+        with io.atomic_dir(".") as tmp:
+            (tmp / "c.npy").write_text("partial")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in out.iterdir()) == ["b.npy"]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
+def test_atomic_dir_with_an_unwritable_parent(tmp_path):
+    parent = tmp_path / "ro"
+    out = parent / "out"
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("user")
+    (out / "a.npy").write_text("run 1")
+    parent.chmod(0o555)
+    try:
+        with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+            assert tmp.parent == out
+            (tmp / "b.npy").write_text("run 2")
+        assert sorted(p.name for p in out.iterdir()) == ["b.npy", "notes.txt"]
+        with pytest.raises(OutputError, match=re.escape(str(parent)) + ".*not writable"):
+            with io.atomic_dir(parent / "new"):  # a new folder needs a writable parent
+                pass
+        out.chmod(0o555)
+        with pytest.raises(OutputError, match=re.escape(str(out)) + ".*not writable"):
+            with io.atomic_dir(out):
+                pass
+    finally:
+        out.chmod(0o755)
+        parent.chmod(0o755)
+    assert sorted(p.name for p in out.iterdir()) == ["b.npy", "notes.txt"]
+    assert sorted(p.name for p in parent.iterdir()) == ["out"]
+
+
+def test_atomic_dir_goes_inside_when_the_parent_refuses_the_temp_folder(tmp_path, monkeypatch):
+    """Even as root: the parent passes os.access but refuses mkdtemp (e.g. a root-squashed share)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.npy").write_text("run 1")
+    real = tempfile.mkdtemp
+
+    def mkdtemp(prefix=None, dir=None):
+        if Path(dir) == tmp_path:
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(prefix=prefix, dir=dir)
+
+    monkeypatch.setattr(io.tempfile, "mkdtemp", mkdtemp)
+    with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+        assert tmp.parent == out and tmp.name.startswith(".bokehdepth.tmp-")
+        (tmp / "b.npy").write_text("run 2")
+    assert sorted(p.name for p in out.iterdir()) == ["b.npy"]
+    with pytest.raises(OutputError, match=re.escape(str(tmp_path / "new"))):
+        with io.atomic_dir(tmp_path / "new"):  # a new folder cannot be made inside itself
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs a non-root POSIX user")
+def test_atomic_dir_does_not_swap_a_read_only_folder_away(tmp_path):
+    out = tmp_path / "out"
+    with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+        (tmp / "a.npy").write_text("run 1")
+    out.chmod(0o555)
+    try:
+        with pytest.raises(OutputError, match=re.escape(str(out)) + ".*not writable"):
+            with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+                (tmp / "a.npy").write_text("run 2")
+    finally:
+        out.chmod(0o755)
+    assert (out / "a.npy").read_text() == "run 1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_dir_into_a_mount_point_merges_from_inside(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.npy").write_text("run 1")
+    ismount = os.path.ismount
+    monkeypatch.setattr(io.os.path, "ismount", lambda p: Path(p) == out or ismount(p))
+    with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+        assert tmp.parent == out
+        (tmp / "b.npy").write_text("run 2")
+    assert sorted(p.name for p in out.iterdir()) == ["b.npy"]
+
+
+def test_atomic_dir_swap_keeps_the_folder_mode(tmp_path):
+    out = tmp_path / "out"
+    with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+        (tmp / "a.npy").write_text("run 1")
+    inode = out.stat().st_ino
+    out.chmod(0o750 | stat.S_ISGID)
+    with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+        (tmp / "a.npy").write_text("run 2")
+    assert out.stat().st_ino != inode  # swapped whole
+    assert out.stat().st_mode & 0o7777 == 0o750 | stat.S_ISGID
+    assert (out / "a.npy").read_text() == "run 2"
+
+
+def test_atomic_dir_swap_falls_back_without_renameat2(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+        (tmp / "a.npy").write_text("run 1")
+    calls = []
+    real = io._exchange
+    monkeypatch.setattr(io, "_exchange", lambda a, b: calls.append((a, b)) or real(a, b))
+    with io.atomic_dir(out, owned=("a.npy",)) as tmp:
+        (tmp / "b.npy").write_text("run 2")
+    assert len(calls) == 1 and calls[0][1] == out  # the swap goes through the exchange first
+    assert sorted(p.name for p in out.iterdir()) == ["b.npy"]
+    monkeypatch.setattr(io, "_exchange", lambda a, b: False)
+    out.chmod(0o700)
+    with io.atomic_dir(out, owned=("b.npy",)) as tmp:
+        (tmp / "c.npy").write_text("run 3")
+    assert sorted(p.name for p in out.iterdir()) == ["c.npy"] and out.stat().st_mode & 0o777 == 0o700
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_exchange_swaps_two_folders_atomically(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    (b / "y").write_text("b")
+    if not io._exchange(a, b):
+        pytest.skip("renameat2(RENAME_EXCHANGE) not available here")
+    assert [p.name for p in a.iterdir()] == ["y"] and [p.name for p in b.iterdir()] == ["x"]
+    with pytest.raises(OSError):
+        io._exchange(a, tmp_path / "missing")
 
 
 def test_atomic_dir_failed_rerun_keeps_the_earlier_output(tmp_path):
@@ -291,6 +488,7 @@ def test_stack_rewritten_with_fewer_frames_leaves_no_stale_frame(tmp_path, rng):
         ("disp_focus", [0.4]),
         ("reference", "a"),
         ("reference", 0.5),
+        ("reference", True),
         ("gamma", {"g": 2.2}),
         ("K_convention", 1),
     ],
@@ -305,7 +503,22 @@ def test_bad_stack_json_field_is_one_line_error(tmp_path, rng, field, value):
         io.read_stack(tmp_path / "s")
     msg = str(err.value)
     assert str(meta_path) in msg and "\n" not in msg
-    assert f"'{field}'" in msg or "equal length" in msg
+    assert f"'{field}'" in msg
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("gamma", 0), ("gamma", -2.2), ("gamma", float("inf")), ("disp_focus", float("nan"))]
+)
+def test_out_of_range_stack_json_value_is_one_line_error(tmp_path, rng, field, value):
+    io.write_stack(io.Stack(frames=[_img(rng)] * 2, K=[0, 3], disp_focus=0.4), tmp_path / "s")
+    meta_path = tmp_path / "s" / "stack.json"
+    meta = json.loads(meta_path.read_text())
+    meta[field] = value
+    meta_path.write_text(json.dumps(meta))  # json writes NaN/Infinity tokens, which json.loads reads back
+    with pytest.raises(InputError) as err:
+        io.read_stack(tmp_path / "s")
+    msg = str(err.value)
+    assert str(meta_path) in msg and field in msg and "\n" not in msg
 
 
 def test_bad_reference_stack_index_is_one_line_error(tmp_path, rng):
@@ -317,6 +530,18 @@ def test_bad_reference_stack_index_is_one_line_error(tmp_path, rng):
         (ds / "stack_index.json").write_text(json.dumps(index))
         with pytest.raises(InputError, match="stack_index.json"):
             io.read_stack(ds)
+    (ds / "stack_index.json").write_text(json.dumps({"ids": ["0"], "k_values": {"0": True}}))
+    with pytest.raises(InputError, match=r"k_values\['0'\]"):
+        io.read_stack(ds)
+
+
+def test_reference_stack_index_accepts_numeric_string_k(tmp_path, rng):
+    ds = tmp_path / "defocus_stack"
+    ds.mkdir()
+    io.write_image(tmp_path / "ref.png", _img(rng))
+    io.write_image(ds / "0.png", _img(rng))
+    (ds / "stack_index.json").write_text(json.dumps({"ids": ["0"], "k_values": {"0": "12.5"}}))
+    assert io.read_stack(ds).K == [0.0, 12.5]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
@@ -351,3 +576,15 @@ def test_parse_floats():
     assert io.parse_floats("10 20,30", "K_VALUES") == [10.0, 20.0, 30.0]
     with pytest.raises(InputError, match="K_VALUES"):
         io.parse_floats(["a"], "K_VALUES")
+
+
+def test_stack_metadata_path_follows_read_stack(tmp_path, rng):
+    assert io.stack_metadata_path(tmp_path) is None
+    run = tmp_path / "run"
+    (run / "defocus_stack").mkdir(parents=True)
+    (run / "defocus_stack" / "stack_index.json").write_text("{}")
+    assert io.stack_metadata_path(run) == run / "defocus_stack" / "stack_index.json"
+    with pytest.raises(InputError, match=str(run / "defocus_stack" / "stack_index.json")):
+        io.read_stack(run)
+    io.write_stack(io.Stack(frames=[_img(rng)] * 2, K=[0, 3]), run)
+    assert io.stack_metadata_path(run) == run / "stack.json"

@@ -239,6 +239,33 @@ def test_folder_with_corrupt_image_and_rerun(tmp_path, monkeypatch, capsys):
     assert gen.calls == 5
 
 
+def test_overwrite_keeps_user_files_in_the_run_folder(tmp_path, monkeypatch, capsys):
+    use_fakes(monkeypatch)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    make_image(folder / "a.png", 16, 24, seed=1)
+    out = tmp_path / "out"
+    assert main(["run", str(folder), "--output-root", str(out), "--K", "10", "20", "30"]) == 0
+    run = out / "a"
+    assert sorted(p.name for p in (run / "defocus_stack").iterdir())[:3] == ["0.png", "1.png", "2.png"]
+    (run / "notes.json").write_text("user")
+    (run / "frame_999.png").write_text("user")
+    (run / "extra.npy").write_text("user")
+    assert main(["run", str(folder), "--output-root", str(out), "--K", "10", "--overwrite"]) == 0
+    assert sorted(p.name for p in (run / "defocus_stack").iterdir()) == ["0.png", "stack.json", "stack_index.json"]
+    for name in ("notes.json", "frame_999.png", "extra.npy"):
+        assert (run / name).read_text() == "user"
+    assert json.loads((run / "stage2_summary.json").read_text())["k_values"] == [10.0]
+    assert sorted(p.name for p in out.iterdir()) == ["a"]
+
+
+def test_run_outputs_are_exact_names():
+    from bokehdepth.pipelines.bokehdepth import RUN_OUTPUTS, SUMMARY_NAME
+
+    assert SUMMARY_NAME in RUN_OUTPUTS and "confidence.npy" in RUN_OUTPUTS
+    assert not any(ch in name for name in RUN_OUTPUTS for ch in "*?[")
+
+
 def test_shard_split():
     items = list(range(11))
     for count in (1, 2, 3, 4):

@@ -104,6 +104,39 @@ def test_rerun_with_fewer_K_leaves_no_frame_of_the_first_run(tmp_path, capsys, t
     assert read_stack(out).K == [0.0, 8.0]
 
 
+def test_rerun_keeps_user_files_that_look_like_outputs(tmp_path, capsys, tiny_image):
+    out = tmp_path / "s"
+    code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "--K", "5", "10", "20", "-o", str(out), "--no-progress"])
+    assert code == 0, err
+    (out / "frame_999.png").write_text("user")
+    (out / "notes.json").write_text("user")
+    code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "--K", "8", "-o", str(out), "--no-progress"])
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [
+        "contact_sheet.png",
+        "frame_000.png",
+        "frame_001.png",
+        "frame_999.png",
+        "notes.json",
+        "stack.json",
+    ]  # frames 2 and 3 of the first run are gone, the user's files are not
+    assert (out / "frame_999.png").read_text() == "user" and (out / "notes.json").read_text() == "user"
+    assert read_stack(out).K == [0.0, 8.0]
+
+
+def test_output_into_the_working_folder(tmp_path, capsys, tiny_image, monkeypatch):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "notes.txt").write_text("user")
+    monkeypatch.chdir(out)
+    code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "--K", "8", "-o", ".", "--no-progress"])
+    assert code == 0, err
+    names = ["contact_sheet.png", "frame_000.png", "frame_001.png", "notes.txt", "stack.json"]
+    assert sorted(p.name for p in out.iterdir()) == names  # no temporary folder left inside
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "s"]  # nor beside
+    assert read_stack(out).K == [0.0, 8.0]
+
+
 def test_K_outside_the_published_range_is_clamped_with_a_warning(tmp_path, capsys, tiny_image):
     out = tmp_path / "s"
     code, _, err = _run(capsys, ["stack", str(tiny_image[0]), "--K", "0.5", "45", "-o", str(out), "--no-progress"])

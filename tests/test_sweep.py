@@ -337,9 +337,10 @@ def test_normalized_stack_offset_and_disp_range():
         "units": "1/m",
     }
     assert sweep_stack(stack, offset_only=True).depth is None
-    stack.extra["disp_max"] = "x"
-    with pytest.raises(InputError, match="disp_max"):
-        sweep_stack(stack, where="S/stack.json")
+    for bad in ("x", "0.5", True, float("nan")):  # only JSON numbers are numbers
+        stack.extra["disp_max"] = bad
+        with pytest.raises(InputError, match="S/stack.json: field 'disp_max'"):
+            sweep_stack(stack, where="S/stack.json")
     with pytest.raises(InputError, match="--disp-range"):
         sweep_stack(stack, disp_range=(1.0, 0.5))
 

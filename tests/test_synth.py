@@ -406,3 +406,22 @@ def test_scene_layout_does_not_depend_on_resolution():
     # the same surfaces at both sizes: the 2x2-block median of the 64 px depth matches 32 px almost everywhere
     b_small = np.median(b.depth.reshape(32, 2, 32, 2).transpose(0, 2, 1, 3).reshape(32, 32, 4), axis=-1)
     assert np.mean(np.abs(np.log(b_small) - np.log(a.depth)) < 0.05) > 0.9
+
+
+def test_cli_resume_by_other_version_warns_in_one_line(tmp_path, capsys):
+    """Resuming a dataset made by another bokehdepth version works and says so in one ``warning:`` line;
+    the folder keeps the version that made it."""
+    out = tmp_path / "v"
+    argv = ["synth", "-o", str(out), "--scenes", "1", "--size", "32", "--K", "1", "2", "--no-progress"]
+    assert main(argv) == 0
+    cfg_path = out / "dataset.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["bokehdepth_version"] = "0.0.1"
+    cfg_path.write_text(json.dumps(cfg))
+    capsys.readouterr()
+    assert main([*argv[:4], "2", *argv[5:]]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {cfg_path}: made by bokehdepth 0.0.1, resumed by ")
+    assert err.count("\n") == 1
+    assert json.loads(cfg_path.read_text())["bokehdepth_version"] == "0.0.1"
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 2

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import BokehDepthError
 
@@ -62,13 +64,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # restores showwarning on the way out
+            warnings.showwarning = _one_line_warning(warnings.showwarning)
+            return int(args.func(args) or 0)
     except BokehDepthError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
         return 130
+
+
+def _one_line_warning(fallback):
+    """A ``warnings.showwarning`` that prints the package's own UserWarnings as one ``warning:`` line
+    (the project's convention) and leaves every other warning to ``fallback``."""
+    package = Path(__file__).resolve().parent
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and package in Path(filename).resolve().parents:
+            (file or sys.stderr).write(f"warning: {message}\n")
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,18 +1,23 @@
 """Reading and writing images, depth/disparity maps and bokeh stacks, with validation and atomic writes.
 
 Conventions: images are float32 RGB arrays in [0, 1] of shape (H, W, 3); depth maps are float32 (H, W)
-in metres, disparity maps float32 (H, W) in 1/m. Every writer writes to a temporary path beside the target
-and renames it into place, so a failure never leaves a half-written file or folder.
+in metres, disparity maps float32 (H, W) in 1/m. Every writer writes to a temporary path (beside the target,
+or inside an existing output folder, see :func:`atomic_dir`) and renames it into place, so a failure never
+leaves a half-written file or folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fnmatch
+import functools
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -26,14 +31,17 @@ from .errors import InputError, OutputError
 
 __all__ = [
     "IMAGE_SUFFIXES",
-    "STACK_OUTPUTS",
-    "Stack",
     "atomic_dir",
     "atomic_file",
+    "list_images",
+    "parse_floats",
     "read_depth",
     "read_image",
     "read_pfm",
     "read_stack",
+    "Stack",
+    "stack_metadata_path",
+    "stack_outputs",
     "validate_depth",
     "validate_image",
     "write_depth",
@@ -42,8 +50,6 @@ __all__ = [
     "write_json",
     "write_pfm",
     "write_stack",
-    "list_images",
-    "parse_floats",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
@@ -89,31 +95,52 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, owned: Sequence[str] = ()) -> Iterator[Path]:
-    """Yield a temporary folder beside ``path``; put its content at ``path`` only if the block succeeds.
+    """Yield a temporary folder; put its content at ``path`` only if the block succeeds.
 
-    ``owned`` lists the names (glob patterns, e.g. ``"frame_*.png"``) of every file the calling verb can
-    write. A new ``path`` is created by one rename. An existing ``path`` that holds nothing but such outputs
-    (a rerun into the same folder) is swapped whole for the new one, so no file of the earlier run survives
-    beside the new outputs. An existing ``path`` that also holds other files keeps them: the new entries
-    replace those of the same name and earlier outputs matching ``owned`` that the new run did not write
-    are removed.
+    ``owned`` lists the names (or glob patterns) of the files the calling verb owns in ``path``: exactly what
+    it writes, plus what an earlier run of it wrote there (e.g. the frames listed in the folder's existing
+    ``stack.json``, :func:`stack_outputs`). Never a pattern that can match someone else's file. The names
+    written this time are always owned.
+
+    - A new ``path`` is created by one rename of the temporary folder (made beside it).
+    - An existing ``path`` that holds nothing but owned entries (a rerun into the same folder) is swapped
+      whole for the new folder, so no file of the earlier run survives beside the new outputs. The new folder
+      takes the old one's mode bits (setgid included) and, where permitted, its group. On Linux the swap is
+      one ``renameat2(RENAME_EXCHANGE)``; elsewhere (or where the file system lacks it) old → ``.NAME.old-*``,
+      new → ``path``, then the old folder is removed.
+    - An existing ``path`` that also holds other files keeps them: the new entries replace those of the same
+      name and owned entries that the new run did not write are removed.
+    - A symlink ``path`` is followed: the link stays and its target's content is replaced.
+    - If ``path`` holds the working folder (``-o .``), is a mount point or its parent folder is not
+      writable, the temporary folder is made *inside* ``path`` (``.bokehdepth.tmp-*``), its entries are
+      merged in as above (never a whole-folder swap) and it is removed.
+    - An existing ``path`` that is not writable is never swapped away: the write fails (``OutputError``).
+
+    Errors (``OutputError``) name ``path`` as given. On failure the temporary folder is removed and ``path``
+    is left as it was.
     """
     path = Path(path)
-    _ensure_parent(path)
-    if path.exists() and not path.is_dir():
+    target = Path(os.path.realpath(path))  # a symlink stays; its target's content is replaced
+    if target.exists() and not target.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; choose another output path")
-    full = Path(os.path.abspath(path))  # "." has no name and would get its temp folder inside itself
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{full.name}.tmp-", dir=full.parent))
-        tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes 0700; give the folder the usual permissions
-    except OSError as exc:
-        raise _output_error(path, exc) from exc
+    if not target.exists():
+        _ensure_parent(target if path.is_symlink() else path)  # a dangling link: make its target
+        inside = False
+    else:
+        inside = (
+            target.parent == target
+            or os.path.ismount(target)  # e.g. a container volume: cannot be renamed
+            or _holds_cwd(target)
+            or not os.access(target.parent, os.W_OK | os.X_OK)
+        )
+    tmp = _make_temp_dir(path, target, inside)
+    inside = tmp.parent == target
     try:
         yield tmp
-        if not path.exists():
-            os.replace(tmp, path)
-        else:
-            _merge_dir(tmp, path, owned)
+        if not inside and not target.exists():
+            os.replace(tmp, target)
+        else:  # a read-only folder is not swapped away: merging into it fails with "not writable"
+            _merge_dir(tmp, target, owned, swap=not inside and os.access(target, os.W_OK | os.X_OK))
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _output_error(path, exc) from exc
@@ -122,25 +149,51 @@ def atomic_dir(path: str | os.PathLike, owned: Sequence[str] = ()) -> Iterator[P
         raise
 
 
-def _merge_dir(new: Path, path: Path, owned: Sequence[str]) -> None:
-    """Move the finished folder ``new`` to the existing folder ``path`` (see :func:`atomic_dir`)."""
+_INSIDE_TMP_PREFIX = ".bokehdepth.tmp-"
+
+
+def _make_temp_dir(path: Path, target: Path, inside: bool) -> Path:
+    """The temporary folder for :func:`atomic_dir`: beside ``target`` (``.NAME.tmp-*``), or inside it when
+    ``inside`` or when the parent refuses it and ``target`` exists. Errors name ``path``."""
+    try:
+        if not inside:
+            try:
+                tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not target.is_dir():
+                    raise
+                inside = True
+        if inside:
+            tmp = Path(tempfile.mkdtemp(prefix=_INSIDE_TMP_PREFIX, dir=target))
+        tmp.chmod(0o777 & ~_current_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+    except OSError as exc:
+        raise _output_error(path, exc) from exc
+    return tmp
+
+
+def _holds_cwd(folder: Path) -> bool:
+    """True if the working folder is ``folder`` or inside it (it must not be renamed away)."""
+    try:
+        cwd = Path(os.path.realpath(os.getcwd()))
+    except OSError:  # the working folder was removed
+        return False
+    return cwd == folder or folder in cwd.parents
+
+
+def _merge_dir(new: Path, path: Path, owned: Sequence[str], *, swap: bool = True) -> None:
+    """Move the finished folder ``new`` to the existing folder ``path`` (see :func:`atomic_dir`).
+
+    ``new`` may lie inside ``path`` (it is then not one of ``path``'s entries); ``swap=False`` forbids the
+    whole-folder swap."""
     written = {e.name for e in new.iterdir()}
 
     def ours(name: str) -> bool:
         return name in written or any(fnmatch.fnmatchcase(name, pat) for pat in owned)
 
-    existing = list(path.iterdir())
-    path = Path(os.path.abspath(path))
-    holds_cwd = path == Path.cwd() or path in Path.cwd().parents  # never rename the working folder away
-    if all(ours(e.name) for e in existing) and not holds_cwd:
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(path, old)
-        try:
-            os.replace(new, path)
-        except OSError:
-            os.replace(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+    skip = new.name if new.parent == path else None  # the temporary folder itself, made inside ``path``
+    existing = [e for e in path.iterdir() if e.name != skip]
+    if swap and skip is None and all(ours(e.name) for e in existing):
+        _swap_dirs(new, path)
         return
     for entry in existing:
         if entry.name not in written and ours(entry.name):
@@ -151,6 +204,63 @@ def _merge_dir(new: Path, path: Path, owned: Sequence[str]) -> None:
             shutil.rmtree(dest)
         os.replace(entry, dest)
     new.rmdir()
+
+
+def _swap_dirs(new: Path, path: Path) -> None:
+    """Put folder ``new`` at ``path`` (an existing folder, same parent file system) and remove the old one."""
+    _copy_dir_attrs(path, new)
+    if _exchange(new, path):  # ``new`` now names the old content
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    os.replace(path, old)
+    try:
+        os.replace(new, path)
+    except OSError:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _copy_dir_attrs(src: Path, dst: Path) -> None:
+    """Give folder ``dst`` the group (best effort) and mode bits (setgid/sticky included) of ``src``."""
+    st = src.stat()
+    with contextlib.suppress(PermissionError):
+        if dst.stat().st_gid != st.st_gid:
+            os.chown(dst, -1, st.st_gid)
+    os.chmod(dst, st.st_mode & 0o7777)
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@functools.lru_cache(maxsize=1)
+def _renameat2() -> Any:
+    """libc's ``renameat2`` (Linux, glibc ≥ 2.28), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically exchange the two existing paths ``a`` and ``b``; False when the system cannot (then
+    nothing changed)."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _remove(entry: Path) -> None:
@@ -502,6 +612,10 @@ class Stack:
             raise InputError(f"stack: K_convention must be 'metric' or 'normalized', got {self.K_convention!r}")
         if self.focus_side not in (None, "near", "far"):
             raise InputError(f"stack: focus_side must be 'near' or 'far', got {self.focus_side!r}")
+        if not (np.isfinite(self.gamma) and self.gamma > 0):
+            raise InputError(f"stack: gamma must be a finite number > 0, got {self.gamma!r}")
+        if self.disp_focus is not None and not np.isfinite(self.disp_focus):
+            raise InputError(f"stack: disp_focus must be a finite number (1/m) or null, got {self.disp_focus!r}")
 
     @property
     def size(self) -> tuple[int, int]:
@@ -534,8 +648,30 @@ class Stack:
         return meta
 
 
-STACK_OUTPUTS = ("frame_*.png", "stack.json")
-"""Names :func:`write_stack` writes; an earlier stack's frames in the same folder are removed on rewrite."""
+def stack_outputs(out_dir: str | os.PathLike) -> tuple[str, ...]:
+    """What a stack writer owns in ``out_dir`` (the ``owned`` of :func:`atomic_dir`): ``stack.json`` and the
+    frame files listed under ``"frames"`` in the folder's existing ``stack.json``, so that a rewrite removes
+    an earlier stack's frames but never a user's file that merely looks like one (``frame_999.png``).
+
+    The existing ``stack.json`` is read tolerantly: when it is missing or unreadable only ``stack.json`` is
+    owned. Only plain image file names directly inside the folder count; they are returned glob-escaped.
+    """
+    owned = ["stack.json"]
+    try:
+        meta = json.loads((Path(out_dir) / "stack.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return tuple(owned)
+    frames = meta.get("frames") if isinstance(meta, dict) else None
+    for name in frames if isinstance(frames, list) else []:
+        if (
+            isinstance(name, str)
+            and name == Path(name).name
+            and name.lower().endswith(IMAGE_SUFFIXES)
+            and glob.escape(name) not in owned
+        ):
+            owned.append(glob.escape(name))
+    return tuple(owned)
+
 
 _STACK_KNOWN = {
     "frames",
@@ -551,10 +687,13 @@ _STACK_KNOWN = {
 
 
 def write_stack(stack: Stack, out_dir: str | os.PathLike, bits: Literal[8, 16] = 8) -> Path:
-    """Write a stack folder (``frame_000.png`` … + ``stack.json``) atomically; return its path."""
+    """Write a stack folder (``frame_000.png`` … + ``stack.json``) atomically; return its path.
+
+    A rewrite into an existing folder removes the frames its ``stack.json`` listed (:func:`stack_outputs`)
+    and keeps every other file."""
     out_dir = Path(out_dir)
     names = [f"frame_{i:03d}.png" for i in range(len(stack.frames))]
-    with atomic_dir(out_dir, owned=STACK_OUTPUTS) as tmp:
+    with atomic_dir(out_dir, owned=stack_outputs(out_dir)) as tmp:
         for name, frame in zip(names, stack.frames):
             write_image(tmp / name, frame, bits=bits)
         meta = replace(stack, names=names).metadata()
@@ -575,13 +714,29 @@ def read_stack(path: str | os.PathLike) -> Stack:
         raise InputError(f"{path}: stack folder not found; check the path")
     if not path.is_dir():
         raise InputError(f"{path}: expected a stack folder (frames + stack.json), got a file")
-    if (path / "stack.json").exists():
+    meta_path = stack_metadata_path(path)
+    if meta_path is None:
+        raise InputError(f"{path}: no stack.json or stack_index.json in this folder; is it a stack folder?")
+    if meta_path.name == "stack.json":
         return _read_own_stack(path)
-    if (path / "stack_index.json").exists():
-        return _read_reference_stack(path)
-    if (path / "defocus_stack" / "stack_index.json").exists():
-        return _read_reference_stack(path / "defocus_stack")
-    raise InputError(f"{path}: no stack.json or stack_index.json in this folder; is it a stack folder?")
+    return _read_reference_stack(meta_path.parent)
+
+
+def stack_metadata_path(folder: str | os.PathLike) -> Path | None:
+    """The file :func:`read_stack` takes a folder's metadata from (None when there is none).
+
+    ``stack.json`` (this project's format), else ``stack_index.json`` (the reference layout), else
+    ``defocus_stack/stack_index.json`` (a reference run folder).
+    """
+    folder = Path(folder)
+    for candidate in (
+        folder / "stack.json",
+        folder / "stack_index.json",
+        folder / "defocus_stack" / "stack_index.json",
+    ):
+        if candidate.exists():
+            return candidate
+    return None
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -658,6 +813,8 @@ def _read_own_stack(path: Path) -> Stack:
 
 
 def _index(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("not an integer")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int):
@@ -678,7 +835,15 @@ def _read_reference_stack(path: Path) -> Stack:
     ids = [str(i) for i in raw_ids] if isinstance(raw_ids, list) else []
     if not ids or not isinstance(kv, dict) or any(i not in kv for i in ids):
         raise InputError(f"{index_path}: needs a list 'ids' and a 'k_values' entry for each id")
-    Ks = _field(index_path, {"k_values": [kv[i] for i in ids]}, "k_values", _number_list, None, "numbers")
+    Ks = []
+    for i in ids:  # the reference pipeline writes numbers; numeric strings are accepted too
+        value = kv[i]
+        try:
+            Ks.append(float(value) if isinstance(value, str) else _number(value))
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"{index_path}: k_values[{i!r}] must be a number, got {value!r}; fix or regenerate the stack"
+            ) from exc
     ref_candidates = [path.parent / "ref.png"]
     if index.get("ref_image"):
         ref_candidates.append(Path(index["ref_image"]))

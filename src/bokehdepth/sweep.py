@@ -248,10 +248,8 @@ def _extra_number(stack: Stack, key: str, where: str) -> float | None:
     value = stack.extra.get(key)
     if value is None:
         return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = float("nan")
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    out = float(value) if numeric else float("nan")
     if not np.isfinite(out):
         raise InputError(f"{where}: field {key!r} must be a finite number, got {value!r}; fix or regenerate the stack")
     return out

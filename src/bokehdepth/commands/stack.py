@@ -124,7 +124,7 @@ def _env_seed() -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import STACK_OUTPUTS, atomic_dir, read_image, write_image, write_stack
+    from ..io import atomic_dir, read_image, stack_outputs, write_image, write_stack
     from ..pipelines.stack import check_Ks, load_stack_generator, requested_Ks
     from ..viz import contact_sheet
 
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     labels = ["K=0 (sharp)"] + [f"K={k:g}" for k in stack.K[1:]]
     sheet = contact_sheet(stack.frames, labels)
-    with atomic_dir(out, owned=(*STACK_OUTPUTS, "contact_sheet.png")) as tmp:
+    with atomic_dir(out, owned=(*stack_outputs(out), "contact_sheet.png")) as tmp:
         write_stack(stack, tmp, bits=args.bits)
         write_image(tmp / "contact_sheet.png", sheet)
     sys.stdout.write(f"wrote {len(stack)} frames (K = {', '.join(f'{k:g}' for k in stack.K)}) to {out}\n")

@@ -115,14 +115,8 @@ def _config(args: argparse.Namespace, focus_m: float | None, *, side: bool = Tru
     )
 
 
-def _stack_json(folder: Path) -> Path:
-    """The metadata file of a stack folder: our stack.json, else the reference layout's stack_index.json."""
-    own = folder / "stack.json"
-    return own if own.is_file() or not (folder / "stack_index.json").is_file() else folder / "stack_index.json"
-
-
 def _run_stack(args: argparse.Namespace):
-    from ..io import read_stack
+    from ..io import read_stack, stack_metadata_path
     from ..sweep import check_config, normalized_disp_range, sweep_stack
 
     _ignore(
@@ -139,7 +133,7 @@ def _run_stack(args: argparse.Namespace):
         raise InputError("--focus-m: give one focus distance for a stack")
     check_config(_config(args, None, normalized=True))  # bad flags fail before the stack is read
     stack = read_stack(args.stack)
-    where = str(_stack_json(Path(args.stack)))
+    where = str(stack_metadata_path(args.stack) or args.stack)
     normalized = stack.K_convention == "normalized"
     if normalized:
         if args.offset_only:

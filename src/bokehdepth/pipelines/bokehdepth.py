@@ -71,8 +71,19 @@ _RELEASED = {
 _EMBEDDED = {"stage1": "compact_generator.safetensors", "stage2": "compact_depth.safetensors"}
 SUMMARY_NAME = "pipeline_summary.json"
 STACK_DIR = "defocus_stack"
-RUN_OUTPUTS = ("ref.png", STACK_DIR, "manifest.jsonl", "*.npy", "depth_color.png", "*.json")
-"""What a run writes in ``<output_root>/<image>/``; a rerun replaces all of it (see :func:`io.atomic_dir`)."""
+RUN_OUTPUTS = (
+    "ref.png",
+    STACK_DIR,
+    "manifest.jsonl",
+    "depth.npy",
+    "depth_color.png",
+    "confidence.npy",
+    "stage2_summary.json",
+    SUMMARY_NAME,
+)
+"""Every entry a run writes in its folder (exact names, no globs); a rerun replaces all of them, including a
+``confidence.npy`` the new Stage-2 backend does not return, and keeps any other file (see
+:func:`io.atomic_dir`)."""
 REFERENCE_METHOD = "bokeh_diffusion_i2i_pipeline"
 COMPACT_METHOD = "bokehdepth_compact_generator"
 

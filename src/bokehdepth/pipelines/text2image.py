@@ -17,6 +17,7 @@ Outputs are named as the reference: ``<label>-bokeh<T>.jpg`` (:func:`output_name
 
 from __future__ import annotations
 
+import glob
 import os
 import string
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ __all__ = [
     "GenerationSettings",
     "output_label",
     "output_name",
+    "result_outputs",
     "write_results",
 ]
 
@@ -285,6 +287,14 @@ def tqdm_iter(items: Sequence[Any], progress: bool):
     return tqdm(items, desc="levels", disable=not progress)
 
 
+def result_outputs(prompt: str, targets: Sequence[float]) -> tuple[str, ...]:
+    """What :func:`write_results` owns in its output folder: this prompt's ``<label>-bokeh<T>.jpg`` for these
+    targets, ``contact_sheet.png`` and ``generation.json`` (rewritten by every run). Never a pattern: another
+    prompt's images in a shared folder, or this prompt's other levels, are kept on a rerun."""
+    names = dict.fromkeys(glob.escape(output_name(prompt, t)) for t in targets)
+    return (*names, "contact_sheet.png", "generation.json")
+
+
 def write_results(
     out_dir: str | os.PathLike,
     prompt: str,
@@ -298,7 +308,7 @@ def write_results(
     from ..viz import contact_sheet
 
     names = [output_name(prompt, t) for t in targets]
-    with atomic_dir(out_dir, owned=("*-bokeh*.jpg", "contact_sheet.png", "generation.json")) as tmp:
+    with atomic_dir(out_dir, owned=result_outputs(prompt, targets)) as tmp:
         for name, image in zip(names, images):  # same name twice: the later target wins, as published
             write_image(tmp / name, image, quality=75)
         sheet = contact_sheet(list(images), [f"bokeh {float(t):g}" for t in targets])
