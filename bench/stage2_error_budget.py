@@ -60,7 +60,9 @@ def main() -> None:
         b = collate(scenes[i : i + 16])
         k_in = compact_k_input(b, cfg)
         with torch.no_grad():
-            cost = model.cost_volume(b.ref, b.stack, k_in) if cfg.cost_bins else None  # once, also fed to the model
+            cost = (
+                model.cost_volume(b.ref, b.stack, k_in, gamma=b.gamma) if cfg.cost_bins else None
+            )  # once, also fed to the model
             out = model(b.ref, b.stack, k_in, disp_focus=b.disp_focus, focus_sign=b.focus_sign, cost=cost)
         gt = b.depth
         valid = gt > 0

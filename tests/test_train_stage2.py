@@ -1,4 +1,5 @@
-"""``bokehdepth train stage2``: both presets run two steps on CPU, checkpoints resume, SILog matches its formula."""
+"""``bokehdepth train stage2``: both presets run two steps on CPU, checkpoints resume exactly, bad inputs and
+corrupt checkpoints are one-line errors, SILog matches its formula."""
 
 from __future__ import annotations
 
@@ -148,3 +149,264 @@ def test_log_disparity_term_is_the_defocus_log_error_with_the_true_side():
     without = compact_losses(model, out, df, sign, gt, log_disp_weight=0.0)[0]
     # pixel 1: disp 1 − 0.3 = 0.7 against 0.5; pixel 2 exact (1 + 0.25 = 1.25)
     assert (with_term - without).item() == pytest.approx(math.log(0.7 / 0.5) / 2, rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- robustness
+def _train(manifest, out, *extra):
+    args = ["train", "stage2", "--data", str(manifest), "-o", str(out), "--size", "32", "--config", TINY_COMPACT]
+    return main([*args, *[str(x) for x in extra]])
+
+
+def _log(out):
+    return [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.split("\r")[-1]  # after tqdm's cleared progress lines
+    assert err.startswith("error:") and err.count("\n") == 1, err
+    return err
+
+
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(manifest, tmp_path, monkeypatch):
+    """6 steps in one go vs. a run killed during step 6 (last/ saved at step 4, step 5 already logged) and
+    resumed: same losses, same lr, one log line per step, same final weights. Batch 1 over 5 training scenes puts
+    the checkpoint mid-epoch (skipped batches) and step 6 in the next epoch; stack dropout draws its RNG."""
+    from safetensors.torch import load_file
+
+    from bokehdepth.train import stage2
+
+    cfg = json.dumps({**json.loads(TINY_COMPACT), "cost_bins": 4})
+    common = ["--config", cfg, "--batch-size", 1, "--save-every", 2, "--stack-dropout", 0.5, "--steps", 6]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _train(manifest, full, *common) == 0
+    real_step, calls = stage2.compact_step, []
+
+    def crash_in_step_6(m, b, single, **kw):
+        calls.append(single)
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return real_step(m, b, single, **kw)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(stage2, "compact_step", crash_in_step_6)
+        assert _train(manifest, cut, *common) == 130
+    assert [r["step"] for r in _log(cut)] == [1, 2, 3, 4, 5]
+    state = json.loads((cut / "last" / "state.json").read_text())
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 0, 4)
+    assert _train(manifest, cut, *common, "--resume") == 0
+    a, b = _log(full), _log(cut)
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-5), (ra, rb)
+        assert rb["lr"] == pytest.approx(ra["lr"], rel=1e-9), (ra, rb)
+    assert b[-1]["time"] >= b[3]["time"]  # training time goes on from the checkpoint's
+    wa, wb = load_file(str(full / "compact_depth.safetensors")), load_file(str(cut / "compact_depth.safetensors"))
+    assert wa.keys() == wb.keys()
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+
+
+def test_fresh_run_starts_the_log_over(manifest, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "loss.jsonl").write_text('{"step": 7, "loss": 1.0}\n{"step": 1, "loss": 9.0}\n')
+    assert _train(manifest, out, "--steps", 2, "--batch-size", 2) == 0
+    assert [r["step"] for r in _log(out)] == [1, 2] and all(r["loss"] != 9.0 for r in _log(out))
+
+
+def test_resume_without_checkpoint_warns_and_starts_at_zero(manifest, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(manifest, out, "--steps", 2, "--batch-size", 2, "--resume") == 0
+    err = capsys.readouterr().err
+    assert f"warning: --resume: no checkpoint in {out / 'last'}; starting from step 0\n" in err
+    assert [r["step"] for r in _log(out)] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "name, damage",
+    [
+        ("state.json", lambda p: p.write_text('{"step": 2, ')),
+        ("model.safetensors", lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])),
+        ("optimizer.pt", lambda p: p.write_bytes(b"not a checkpoint")),
+        ("rng.safetensors", lambda p: p.unlink()),
+    ],
+)
+def test_corrupt_checkpoint_is_a_one_line_error(manifest, tmp_path, capsys, name, damage):
+    out = tmp_path / "run"
+    assert _train(manifest, out, "--steps", 2, "--batch-size", 2) == 0
+    damage(out / "last" / name)
+    log = (out / "loss.jsonl").read_text()
+    capsys.readouterr()
+    assert _train(manifest, out, "--steps", 3, "--batch-size", 2, "--resume") == 2
+    err = _one_error_line(capsys)
+    assert str(out / "last" / name) in err and f"delete {out / 'last'}" in err
+    assert (out / "loss.jsonl").read_text() == log  # nothing touched
+
+
+def test_crash_while_saving_keeps_the_previous_checkpoint(manifest, tmp_path, monkeypatch, capsys):
+    import torch
+
+    from bokehdepth.train import stage2
+
+    out = tmp_path / "run"
+    real_save, saves = torch.save, []
+
+    def disk_full_on_second_save(obj, f, *a, **kw):
+        saves.append(f)
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", disk_full_on_second_save)
+    assert _train(manifest, out, "--steps", 3, "--batch-size", 2, "--save-every", 1) == 2
+    monkeypatch.undo()
+    assert json.loads((out / "last" / "state.json").read_text())["step"] == 1
+    assert sorted(p.name for p in (out / "last").iterdir()) == sorted(
+        ["model.safetensors", "optimizer.pt", "rng.safetensors", "state.json"]
+    )
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+    # a crash between the two renames of a save (last/ moved away, the new one complete): resume recovers it
+    stage2._recover_last(out)
+    (out / "last").rename(out / ".last.new")
+    capsys.readouterr()
+    assert _train(manifest, out, "--steps", 2, "--batch-size", 2, "--resume") == 0
+    assert "warning" not in capsys.readouterr().err  # resumed, not started over
+    assert [r["step"] for r in _log(out)] == [1, 2]
+    assert json.loads((out / "last" / "state.json").read_text())["step"] == 2
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ('{"dim": 32,', "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"dim": 32, "bogus_field": 1}', "bogus_field"),
+        ('{"cost_bins": 1}', "cost_bins"),
+        ('{"dim": 30, "num_heads": 4}', "invalid compact model config"),
+    ],
+)
+def test_bad_config_is_a_one_line_error(manifest, tmp_path, capsys, config, expected):
+    out = tmp_path / "run"
+    args = ["train", "stage2", "--data", str(manifest), "-o", str(out), "--steps", "1", "--config", config]
+    assert main(args) == 2
+    err = _one_error_line(capsys)
+    assert err.startswith("error: --config") and expected in err, err
+    assert not out.exists()
+
+
+def test_init_with_config_is_refused(manifest, tmp_path, capsys):
+    from bokehdepth.models.compact_depth import DEFAULT_WEIGHTS
+
+    out = tmp_path / "run"
+    assert _train(manifest, out, "--steps", 1, "--init", DEFAULT_WEIGHTS) == 2
+    err = _one_error_line(capsys)
+    assert "--config" in err and "--init" in err
+    assert not out.exists()
+
+
+def test_short_stack_scene_names_scene_and_manifest(tmp_path, capsys):
+    from bokehdepth.data import write_manifest
+    from bokehdepth.io import Stack, read_stack, write_stack
+
+    path = write_dataset(tmp_path / "ds", 3, size=32)
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    full = read_stack(tmp_path / "ds" / "000001" / "stack")
+    write_stack(
+        Stack(frames=full.frames[:2], K=full.K[:2], disp_focus=full.disp_focus, focus_side="near"),
+        tmp_path / "ds" / "000001" / "short",
+    )
+    rows[1].update(stack="000001/short", K=full.K[:2])
+    write_manifest(path, rows)
+    assert _train(path, tmp_path / "run", "--steps", 1, "--batch-size", 2) == 2
+    err = _one_error_line(capsys)
+    assert str(path) in err and "scene 000001" in err and "--max-frames 1" in err
+    # the fix the message names works
+    assert _train(path, tmp_path / "run", "--steps", 1, "--batch-size", 2, "--max-frames", 1) == 0
+
+
+def test_normalized_K_follows_the_crop_and_metric_K_the_resize():
+    import numpy as np
+
+    from bokehdepth.io import Stack
+    from bokehdepth.train.stage2 import prepare_scene
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 128, 3)).astype(np.float32)  # resized ×0.5 to 32×64, then cropped to 32×32
+    depth = np.full((64, 128), 2.0, np.float32)
+    frames = [img, img.copy()]
+    for conv, expected in (("normalized", 20.0), ("metric", 5.0)):
+        stack = Stack(frames=frames, K=[0.0, 10.0], disp_focus=0.5, K_convention=conv)
+        sc = prepare_scene(img, stack, depth, size=32, max_frames=3)
+        assert sc["ref"].shape == (3, 32, 32)
+        assert sc["K"].tolist() == pytest.approx([expected]), conv
+
+
+def test_stack_gamma_reaches_the_cost_volume_and_the_forward(manifest):
+    from bokehdepth.models.compact_depth import CompactDepthConfig, CompactDepthModel
+    from bokehdepth.train.stage2 import cache_cost_volumes, collate, compact_k_input, compact_step, load_manifest_scenes
+
+    model = CompactDepthModel(CompactDepthConfig(**{**json.loads(TINY_COMPACT), "cost_bins": 4}))
+    scenes = load_manifest_scenes(manifest, None, 32, 3, 8)[:2]
+    assert [s["gamma"] for s in scenes] == [2.2, 2.2]  # stack.json's gamma
+    scenes[1]["gamma"] = 1.0
+    cache_cost_volumes(model, scenes)
+    b = collate(scenes)
+    k_in = compact_k_input(b, model.cfg)
+    with torch.no_grad():
+        want = [
+            model.cost_volume(b.ref[i : i + 1], b.stack[i : i + 1], k_in[i : i + 1], gamma=g)[0]
+            for i, g in enumerate((2.2, 1.0))
+        ]
+        default = model.cost_volume(b.ref[1:], b.stack[1:], k_in[1:])[0]
+    for s, w in zip(scenes, want):
+        assert torch.allclose(torch.from_numpy(s["cost"]).float(), w, rtol=1e-2, atol=1e-4)
+    assert not torch.allclose(torch.from_numpy(scenes[1]["cost"]).float(), default, rtol=1e-2, atol=1e-4)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["gamma"]), with_kwargs=True)
+    compact_step(model, collate(scenes), False)
+    assert seen[0].tolist() == pytest.approx([2.2, 1.0])
+
+
+def test_compact_step_runs_the_forward_through_the_wrapper():
+    """DDP syncs gradients in its forward: the step must call the prepared (wrapped) model, not the inner one."""
+    from bokehdepth.models.compact_depth import CompactDepthConfig, CompactDepthModel
+    from bokehdepth.train.stage2 import compact_step
+
+    model = CompactDepthModel(CompactDepthConfig(**json.loads(TINY_COMPACT)))
+    wrapped = torch.nn.DataParallel(model)  # no GPU: a pass-through wrapper that accelerate's unwrap knows
+    calls = []
+    wrapped.register_forward_pre_hook(lambda m, a: calls.append(1))
+    b = _tiny_batch()
+    loss, depth = compact_step(wrapped, b, False)
+    assert calls == [1] and depth.shape == (1, 32, 32) and torch.isfinite(loss)
+
+
+def test_compact_losses_mask_follows_the_model_max_depth():
+    from bokehdepth.models.compact_depth import CompactDepthConfig, CompactDepthModel
+    from bokehdepth.train.stage2 import compact_losses
+
+    model = CompactDepthModel(CompactDepthConfig(**{**json.loads(TINY_COMPACT), "max_depth": 5.0}))
+    gt = torch.tensor([[[2.0, 10.0]]])  # the 10 m pixel is beyond the model's range: not a valid target
+    out = {k: torch.zeros(1, 1, 2) for k in ("side", "confidence", "log_depth", "offset")}
+    nan = torch.tensor([float("nan")])
+    loss = compact_losses(model, out, nan, torch.zeros(1), gt)[0]
+    assert loss.item() == pytest.approx(math.log(2.0), rel=1e-5)
+    assert compact_losses(model, out, nan, torch.zeros(1), gt, max_depth=80.0)[0].item() == pytest.approx(
+        (math.log(2.0) + math.log(10.0)) / 2, rel=1e-5
+    )
+
+
+def _tiny_batch():
+    from bokehdepth.train.stage2 import Stage2Batch
+
+    g = torch.Generator().manual_seed(0)
+    return Stage2Batch(
+        ref=torch.rand(1, 3, 32, 32, generator=g),
+        stack=torch.rand(1, 2, 3, 32, 32, generator=g),
+        K=torch.tensor([[2.0, 4.0]]),
+        disp_focus=torch.tensor([1.0]),
+        disp_span=torch.tensor([0.5]),
+        depth=torch.full((1, 32, 32), 1.5),
+        metric=torch.tensor([True]),
+        focus_sign=torch.tensor([-1.0]),
+        gamma=torch.tensor([2.2]),
+    )

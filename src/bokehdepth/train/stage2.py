@@ -9,18 +9,28 @@
   bf16 on GPU. ``--freeze-backbone`` trains only DSFA + head (not published; for small GPUs).
 
 Data: a JSONL manifest written by ``bokehdepth synth`` (read with :func:`bokehdepth.data.read_manifest`); frames are resized so
-the short side is ``--size`` and centre-cropped to a square. Checkpoints are resumable: ``OUT/last/`` holds
-``model.safetensors``, ``optimizer.pt`` (tensors only, read back with ``weights_only=True``) and
-``state.json``; ``OUT/loss.jsonl`` logs every step.
+the short side is ``--size`` and centre-cropped to a square. Each epoch's order and flips are drawn from
+(``--seed``, epoch) alone, so a run can stop anywhere and go on identically.
+
+Checkpoints are resumable and exact: ``OUT/last/`` holds ``model.safetensors``, ``optimizer.pt`` (tensors only,
+read back with ``weights_only=True``), ``rng.safetensors`` (torch and loader RNG states) and ``state.json``
+(step, epoch and batch within it, training seconds so far, the stack-dropout RNG, the LR scheduler). ``--resume``
+continues from it as if the run had never stopped; ``OUT/loss.jsonl`` logs every step once (a fresh run
+starts it over; a resumed run drops the lines after the checkpoint's step). ``OUT/last`` is replaced whole:
+a crash while saving leaves the previous checkpoint. Only the main process writes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import math
+import os
 import random
+import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import BokehDepthError, CheckpointError, InputError, OutputError
 
 __all__ = [
     "Stage2Batch",
@@ -42,6 +52,7 @@ __all__ = [
 ]
 
 _DAV2 = ("dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l")
+_LAST_FORMAT = "bokehdepth-stage2-last-v2"  # state.json "format" of OUT/last
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,7 +113,8 @@ class Stage2Batch:
     frame width (px) that metric K refers to at the working scale; disp_focus [B] 1/m (NaN unknown);
     disp_span [B] 1/m (GT inverse-depth span, for the normalised K of DAv2); depth [B,H,W] metres (0 invalid);
     metric [B] bool; focus_sign [B] sign of ``disp − disp_focus`` known from ``focus_side`` (−1 near, +1 far,
-    0 unknown); cost [B,J,H,W] the compact model's cached defocus cost volume, or None.
+    0 unknown); gamma [B] each stack's encoding gamma (``stack.json`` ``gamma``); cost [B,J,H,W] the compact
+    model's cached defocus cost volume, or None.
     """
 
     ref: object
@@ -113,6 +125,7 @@ class Stage2Batch:
     depth: object
     metric: object
     focus_sign: object
+    gamma: object
     cost: object = None
 
     def to(self, device, non_blocking: bool = False) -> Stage2Batch:
@@ -122,6 +135,16 @@ class Stage2Batch:
         )
 
 
+def _valid_gt(gt, min_depth: float = 1e-3, max_depth: float = 80.0):
+    """The GT validity mask used by every loss here: finite depth strictly inside (min_depth, max_depth) m.
+
+    gt: [B, H, W] metres (0 or NaN where unknown). Returns a bool tensor of the same shape.
+    """
+    import torch
+
+    return (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+
+
 def silog_loss(pred, gt, min_depth: float = 1e-3, max_depth: float = 80.0, lam: float = 0.5):
     """Published SILog: ``sqrt(mean(d²) − λ·mean(d)²)`` with ``d = log gt − log pred`` over valid GT pixels.
 
@@ -129,7 +152,7 @@ def silog_loss(pred, gt, min_depth: float = 1e-3, max_depth: float = 80.0, lam: 
     """
     import torch
 
-    mask = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+    mask = _valid_gt(gt, min_depth, max_depth)
     d = torch.where(mask, torch.log(gt.clamp(min=min_depth)) - torch.log(pred.clamp(min=min_depth)), 0.0)
     n = mask.flatten(1).sum(1).clamp(min=1)
     m1 = d.flatten(1).sum(1) / n
@@ -144,8 +167,14 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
         image: (H, W, 3) float32 reference; stack: :class:`bokehdepth.io.Stack`; depth: (H, W) metres.
 
     Returns:
-        dict of numpy arrays: ``ref`` uint8 (3,S,S), ``stack`` uint8 (N,3,S,S), ``K`` (N,) rescaled to the
-        working width for metric stacks, ``convention``, ``disp_focus``, ``depth`` float32 (S,S).
+        dict of numpy arrays: ``ref`` uint8 (3,S,S), ``stack`` uint8 (N,3,S,S), ``K`` (N,) of the crop in the
+        stack's convention, ``convention``, ``disp_focus``, ``gamma`` (the stack's encoding gamma), ``depth``
+        float32 (S,S).
+
+    K follows the geometry as in :class:`bokehdepth.data.Stage2Dataset`: metric K (px·m at the frame width)
+    scales with the resize and is kept by the crop; normalised K (px at 512 px of the *whole* image width per
+    unit of normalised disparity) is kept by the resize and scaled by resized width / crop width by the crop,
+    so that it stays "px at 512 px" of the cropped frame (the width the model sees).
     """
     import torch
     import torch.nn.functional as F
@@ -175,6 +204,8 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
     K = inp.K[order]
     if inp.convention == "metric":
         K = scale_K_for_resize(K, w, nw)
+    else:  # the crop keeps the blur in px but narrows the frame the 512-px reference width stands for
+        K = K * (nw / crop)
     d = rs(np.asarray(depth, np.float32)[None], "nearest")[0, 0]
     return {
         "ref": px[0],
@@ -182,6 +213,7 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
         "K": K.astype(np.float32),
         "convention": inp.convention,
         "disp_focus": float("nan") if inp.disp_focus is None else float(inp.disp_focus),
+        "gamma": float(stack.gamma),
         "depth": np.nan_to_num(d, nan=0.0).astype(np.float32),
     }
 
@@ -197,13 +229,20 @@ def load_manifest_scenes(
     """Read one or several synth manifests (:func:`bokehdepth.data.read_manifest`) and prepare every scene of
     ``split`` (None: all) in memory (see :func:`prepare_scene`); ``focus_sign`` comes from the record's
     ``focus_side``. Scene ids are prefixed with the manifest's index when there are several. ``max_scenes``
-    caps the total."""
+    caps the total.
+
+    Every sample of a batch has the same number of stack frames: ``min(max_frames, longest stack)`` (frames
+    with K > 0 besides the reference). A scene with fewer is an :class:`InputError` naming the scene and its
+    manifest (a silent cut would shorten every other scene's stack to it).
+    """
     from tqdm import tqdm
 
     from ..data import read_manifest
     from ..io import read_depth, read_image, read_stack
     from ..models.compact_depth import SIDE_SIGN
 
+    if max_frames < 0:
+        raise InputError(f"--max-frames: {max_frames} is negative; pass 0 or more stack frames per sample")
     manifests = [manifest] if isinstance(manifest, (str, Path)) else list(manifest)
     rows = []
     for m, path in enumerate(manifests):
@@ -212,20 +251,25 @@ def load_manifest_scenes(
         found = read_manifest(path, split=split)
         if not found:
             raise InputError(f"{path}: no scenes with split '{split}'; check --split")
-        rows += [{**r, "id": f"{m}/{r['id']}"} if len(manifests) > 1 else r for r in found]
+        rows += [({**r, "id": f"{m}/{r['id']}"} if len(manifests) > 1 else r, path) for r in found]
     if max_scenes:
         rows = rows[:max_scenes]
-    scenes = []
-    for r in tqdm(rows, desc="loading scenes", leave=False):
+    scenes, sources = [], []
+    for r, path in tqdm(rows, desc="loading scenes", leave=False):
         stack = read_stack(r["stack"])
         sc = prepare_scene(read_image(r["image"]), stack, read_depth(r["depth"]), size, max_frames, multiple)
         sc["id"] = r["id"]
         sc["focus_sign"] = SIDE_SIGN.get(r.get("focus_side") or stack.focus_side or "", 0.0)
         scenes.append(sc)
-    n = min(len(s["K"]) for s in scenes)
-    if n < max_frames:
-        for s in scenes:
-            s["stack"], s["K"] = s["stack"][:n], s["K"][:n]
+        sources.append(path)
+    needed = min(max_frames, max(len(s["K"]) for s in scenes))
+    for sc, path in zip(scenes, sources):
+        if len(sc["K"]) < needed:
+            raise InputError(
+                f"{path}: scene {sc['id']} has {len(sc['K'])} stack frame(s) with K > 0 besides the reference, "
+                f"but the other scenes give {needed} (--max-frames {max_frames}); remove the scene from the "
+                f"manifest or pass --max-frames {len(sc['K'])}"
+            )
     return scenes
 
 
@@ -234,7 +278,7 @@ def collate(scenes: list[dict]) -> Stage2Batch:
     import torch
 
     depth = torch.from_numpy(np.stack([s["depth"] for s in scenes]))
-    valid = depth > 0
+    valid = _valid_gt(depth)
     span = []
     for i in range(len(scenes)):
         dv = depth[i][valid[i]]
@@ -248,26 +292,63 @@ def collate(scenes: list[dict]) -> Stage2Batch:
         depth=depth,
         metric=torch.tensor([s["convention"] == "metric" for s in scenes]),
         focus_sign=torch.tensor([float(s.get("focus_sign", 0.0)) for s in scenes], dtype=torch.float32),
+        gamma=torch.tensor([float(s["gamma"]) for s in scenes], dtype=torch.float32),
         cost=torch.from_numpy(np.stack([s["cost"] for s in scenes])).float() if "cost" in scenes[0] else None,
     )
 
 
 class _SceneSet:
-    """torch-style dataset over prepared scenes (random horizontal flips)."""
+    """torch-style dataset over prepared scenes; a key ``(index, flip)`` (from :class:`_EpochSampler`) returns
+    the scene, mirrored horizontally when ``flip``."""
 
-    def __init__(self, scenes: list[dict], seed: int):
-        self.scenes, self.rng = scenes, random.Random(seed)
+    def __init__(self, scenes: list[dict]):
+        self.scenes = scenes
 
     def __len__(self) -> int:
         return len(self.scenes)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key) -> dict:
+        i, flip = key if isinstance(key, tuple) else (key, False)
         s = dict(self.scenes[i])
-        if self.rng.random() < 0.5:  # every per-pixel array is flipped together (the disc is symmetric)
-            for key in ("ref", "stack", "depth", "cost"):
-                if key in s:
-                    s[key] = s[key][..., ::-1].copy()
+        if flip:  # every per-pixel array is flipped together (the disc is symmetric)
+            for k in ("ref", "stack", "depth", "cost"):
+                if k in s:
+                    s[k] = s[k][..., ::-1].copy()
         return s
+
+
+class _EpochSampler:
+    """Sampler of ``(index, flip)`` keys: a shuffled order and a flip per sample drawn from (seed, epoch) alone.
+
+    Nothing of it depends on what was fetched before (accelerate's loaders fetch one batch ahead), so a
+    resumed run sets the epoch, skips the batches it already trained on and sees exactly the same samples.
+    ``set_epoch`` is the method accelerate's prepared loaders forward their epoch to.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(((self.seed & 0xFFFFFFFF) << 32) | (self.epoch & 0xFFFFFFFF))
+        order = torch.randperm(self.n, generator=g).tolist()
+        flips = (torch.rand(self.n, generator=g) < 0.5).tolist()
+        return iter(zip(order, flips))
+
+
+def _core(model):
+    """The model inside accelerate's wrappers (DDP, torch.compile), for attribute access (cfg, helpers);
+    the forward itself must go through the wrapper (DDP syncs gradients there)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model, keep_fp32_wrapper=True)
 
 
 def compact_k_input(batch: Stage2Batch, cfg):
@@ -287,7 +368,8 @@ def compact_k_input(batch: Stage2Batch, cfg):
 
 def cache_cost_volumes(model, scenes: list[dict], batch_size: int = 16) -> None:
     """Compute the compact model's defocus cost volume once per (unflipped) scene and keep it in
-    ``scene["cost"]`` (float16 [J, H, W]); the volume depends on the data only, not on the weights."""
+    ``scene["cost"]`` (float16 [J, H, W]); the volume depends on the data only (the frames, K and each stack's
+    gamma), not on the weights."""
     import torch
     from tqdm import tqdm
 
@@ -295,16 +377,23 @@ def cache_cost_volumes(model, scenes: list[dict], batch_size: int = 16) -> None:
     for i in tqdm(range(0, len(with_stack), batch_size), desc="cost volumes", leave=False):
         chunk = with_stack[i : i + batch_size]
         b = collate(chunk)
-        cost = model.cost_volume(b.ref, b.stack, compact_k_input(b, model.cfg)).to(torch.float16).numpy()
+        with torch.no_grad():
+            cost = model.cost_volume(b.ref, b.stack, compact_k_input(b, model.cfg), gamma=b.gamma)
+        cost = cost.to(torch.float16).numpy()
         for s, c in zip(chunk, cost):
             s["cost"] = c
 
 
 def compact_step(model, batch: Stage2Batch, single_frame: bool, log_disp_weight: float = 1.0):
-    """Compact model loss (see :func:`compact_losses`). Returns (loss, depth [B, H, W] metres)."""
+    """Compact model loss (see :func:`compact_losses`). Returns (loss, depth [B, H, W] metres).
+
+    ``model`` is the model as accelerate prepared it: the forward runs through the wrapper (so DDP syncs the
+    gradients); the config and the depth helpers are read from the model inside it.
+    """
     import torch
 
-    k_in = compact_k_input(batch, model.cfg)
+    core = _core(model)
+    k_in = compact_k_input(batch, core.cfg)
     df = torch.where(batch.metric, batch.disp_focus, torch.full_like(batch.disp_focus, float("nan")))
     if single_frame:
         df = torch.full_like(df, float("nan"))
@@ -316,8 +405,11 @@ def compact_step(model, batch: Stage2Batch, single_frame: bool, log_disp_weight:
         disp_focus=df,
         focus_sign=batch.focus_sign,
         cost=batch.cost,
+        gamma=batch.gamma,
     )
-    return compact_losses(model, out, df, batch.focus_sign, batch.depth, log_disp_weight=log_disp_weight)
+    return compact_losses(
+        core, out, df, batch.focus_sign, batch.depth, max_depth=core.cfg.max_depth, log_disp_weight=log_disp_weight
+    )
 
 
 def compact_losses(
@@ -327,7 +419,7 @@ def compact_losses(
     focus_sign,
     gt,
     min_depth: float = 1e-3,
-    max_depth: float = 80.0,
+    max_depth: float | None = None,
     log_disp_weight: float = 1.0,
 ):
     """Loss of the compact model, every term with bounded gradients:
@@ -340,13 +432,17 @@ def compact_losses(
       side is unobservable at the focus plane), and |log depth − log gt| of the blended output, which trains
       the confidence (branches detached, so each branch is trained by its own term).
 
-    Args: out: model outputs; disp_focus [B] 1/m (NaN unknown); focus_sign [B]; gt [B, H, W] metres.
+    Args: model: the compact model (unwrapped); out: model outputs; disp_focus [B] 1/m (NaN unknown);
+    focus_sign [B]; gt [B, H, W] metres, valid in (min_depth, max_depth) m; max_depth None: the model's
+    ``cfg.max_depth`` (the range its monocular branch is clamped to).
     Returns: (scalar loss, blended depth [B, H, W] metres).
     """
     import torch
     import torch.nn.functional as F
 
-    mask = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+    if max_depth is None:
+        max_depth = model.cfg.max_depth
+    mask = _valid_gt(gt, min_depth, max_depth)
     n = mask.flatten(1).sum(1).clamp(min=1)
     log_gt = torch.log(gt.clamp(min=min_depth))
 
@@ -361,7 +457,9 @@ def compact_losses(
     if has.any():
         df = torch.nan_to_num(disp_focus).view(-1, 1, 1)
         delta = 1.0 / gt.clamp(min=min_depth) - df
-        loss = loss + offset_loss(out["offset"][has], torch.zeros_like(df[has, 0, 0]), gt[has], delta=delta[has])
+        loss = loss + offset_loss(
+            out["offset"][has], torch.zeros_like(df[has, 0, 0]), gt[has], min_depth, max_depth, delta=delta[has]
+        )
         cfg = model.cfg
         disp_true_side = (df + torch.where(delta < 0, -1.0, 1.0) * out["offset"]).clamp(cfg.min_disp, cfg.max_disp)
         loss = loss + log_disp_weight * masked_mean((torch.log(disp_true_side) + log_gt).abs(), has)
@@ -384,7 +482,7 @@ def offset_loss(offset, disp_focus, gt, min_depth: float = 1e-3, max_depth: floa
     """
     import torch
 
-    mask = (gt > min_depth) & (gt < max_depth) & torch.isfinite(gt)
+    mask = _valid_gt(gt, min_depth, max_depth)
     gdisp = torch.where(mask, 1.0 / gt.clamp(min=min_depth), 0.0)
     if delta is None:
         err = torch.where(mask, (disp_focus.view(-1, 1, 1) + offset - gdisp).abs(), 0.0)
@@ -412,24 +510,84 @@ def dav2_step(model, batch: Stage2Batch, single_frame: bool):
     return silog_loss(depth, batch.depth), depth
 
 
+def _config_overrides(args) -> dict:
+    """``--config`` as a dict (an empty one without it); one-line errors for bad JSON."""
+    if not args.config:
+        return {}
+    try:
+        overrides = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        raise InputError(
+            f"--config: not valid JSON ({exc.msg} at character {exc.pos}); pass a JSON object, "
+            """e.g. --config '{"dim": 32}'"""
+        ) from exc
+    if not isinstance(overrides, dict):
+        raise InputError(
+            f"--config: expected a JSON object of config fields, got {type(overrides).__name__}; "
+            """e.g. --config '{"dim": 32}'"""
+        )
+    return overrides
+
+
 def _build(args):
     """(model, step_fn, default lr, default wd, size, multiple)."""
     if args.model == "compact":
         from ..models.compact_depth import CompactDepthConfig, CompactDepthModel, load_compact_depth
 
         if args.init:
+            if args.config:
+                raise InputError(
+                    "--config: not allowed with --init (the --init checkpoint carries its own config); "
+                    "drop --config, or drop --init to train a new model from scratch"
+                )
             model = load_compact_depth(args.init).train()
         else:
-            overrides = json.loads(args.config) if args.config else {}
-            for key in ("taps", "dsfa_taps"):
-                if key in overrides:
-                    overrides[key] = tuple(overrides[key])
-            model = CompactDepthModel(CompactDepthConfig(**overrides))
+            overrides = _config_overrides(args)
+            known = {f.name for f in dataclasses.fields(CompactDepthConfig)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise InputError(
+                    f"--config: unknown CompactDepthConfig field(s) {', '.join(unknown)}; "
+                    f"the fields are {', '.join(sorted(known))}"
+                )
+            try:
+                model = CompactDepthModel(CompactDepthConfig(**overrides))
+            except BokehDepthError:
+                raise
+            except (TypeError, ValueError, AssertionError, RuntimeError) as exc:
+                raise InputError(
+                    f"--config: invalid compact model config ({type(exc).__name__}: {exc}); fix the value in --config"
+                ) from exc
         step = functools.partial(compact_step, log_disp_weight=args.log_disp_weight)
         return model, step, 3e-4, 0.05, args.size or model.cfg.image_size, model.cfg.patch_size
+    from transformers import Dinov2Config
+
     from ..models.depth_anything import build_model, load_base_weights
 
-    model = build_model(args.model, **(json.loads(args.config) if args.config else {}))
+    overrides = _config_overrides(args)
+    known = set(Dinov2Config().to_dict()) | {
+        "kind",
+        "max_depth",
+        "identity_init",
+        "dsfa_heads",
+        "neck_hidden_sizes",
+        "fusion_hidden_size",
+        "initializer_range",
+    }
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise InputError(
+            f"--config: unknown field(s) {', '.join(unknown)} for {args.model}; give Dinov2Config fields "
+            "(hidden_size, num_hidden_layers, …) or dsfa_heads, neck_hidden_sizes, fusion_hidden_size, max_depth"
+        )
+    try:
+        model = build_model(args.model, **overrides)
+    except BokehDepthError:
+        raise
+    except (TypeError, ValueError, KeyError, AssertionError, RuntimeError) as exc:
+        raise InputError(
+            f"--config: invalid {args.model} config ({type(exc).__name__}: {exc}); fix the value in --config"
+        ) from exc
     if args.init:
         load_base_weights(model, args.init)
     if args.freeze_backbone:
@@ -438,43 +596,172 @@ def _build(args):
     return model, dav2_step, 5e-6, 0.01, args.size or 518, 14
 
 
-def _save(out: Path, model, optimizer, step: int, accelerator) -> None:
+# ------------------------------------------------------------------------------------------------------------
+# checkpoints: OUT/last
+# ------------------------------------------------------------------------------------------------------------
+def _recover_last(out: Path) -> None:
+    """Finish or undo a save that a crash interrupted (see :func:`_write_last`), and drop its leftovers.
+
+    ``OUT/.last.new`` exists only complete (it appears by one rename) and is newer than ``OUT/.last.prev``;
+    either stands in for a missing ``OUT/last``."""
+    last, new, prev = out / "last", out / ".last.new", out / ".last.prev"
+    if not last.exists():
+        for cand in (new, prev):
+            if cand.is_dir():
+                os.replace(cand, last)
+                break
+    for stale in (new, prev):
+        if stale.exists():
+            shutil.rmtree(stale)
+
+
+def _write_last(out: Path, weights: dict, optimizer_state: dict, rng: dict, state: dict) -> None:
+    """Write ``OUT/last`` so that a crash at any moment leaves one complete checkpoint: the new one is built in
+    a temporary folder that becomes ``OUT/.last.new`` by one rename (:func:`bokehdepth.io.atomic_dir`), then
+    ``last`` → ``.last.prev``, ``.last.new`` → ``last`` (:func:`_recover_last` completes an interrupted swap)."""
     import torch
     from safetensors.torch import save_file
 
     from ..io import atomic_dir
 
-    unwrapped = accelerator.unwrap_model(model)
-    with atomic_dir(out / "last") as tmp:
-        state = {k: v.detach().contiguous().cpu() for k, v in unwrapped.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps({"step": step}))
+    last, new, prev = out / "last", out / ".last.new", out / ".last.prev"
+    _recover_last(out)
+    with atomic_dir(new) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        torch.save(optimizer_state, tmp / "optimizer.pt")
+        save_file({k: v.contiguous().cpu() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state) + "\n")
+    try:
+        if last.exists():
+            os.replace(last, prev)
+        os.replace(new, last)
+        shutil.rmtree(prev, ignore_errors=True)
+    except OSError as exc:
+        raise OutputError(f"{last}: cannot replace the checkpoint ({exc.strerror}); check the disk and -o") from exc
+
+
+def _save(out: Path, model, optimizer, accelerator, rng: dict, state: dict) -> None:
+    """Checkpoint to ``OUT/last`` (every process gathers the weights; the main process writes)."""
+    accelerator.wait_for_everyone()
+    weights = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        _write_last(out, weights, optimizer.state_dict(), rng, state)
+    accelerator.wait_for_everyone()
+
+
+def _read_last(last: Path, model_name: str) -> dict:
+    """Read and check every file of ``last`` (nothing is applied yet): ``{"state", "model", "optimizer",
+    "rng"}``. A missing, truncated or foreign file is a :class:`CheckpointError` naming it."""
+    import torch
+    from safetensors.torch import load_file
+
+    fix = f"delete {last} to start over (or run without --resume)"
+
+    def read(name: str, loader):
+        path = last / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from the checkpoint; {fix}")
+        try:
+            return loader(path)
+        except Exception as exc:  # truncated safetensors, corrupt zip, pickled objects that are not tensors
+            msg = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise CheckpointError(f"{path}: unreadable or truncated ({type(exc).__name__}: {msg}); {fix}") from exc
+
+    state = read("state.json", lambda p: json.loads(p.read_text()))
+    path = last / "state.json"
+    if not isinstance(state, dict) or state.get("format") != _LAST_FORMAT:
+        raise CheckpointError(f"{path}: not a {_LAST_FORMAT} checkpoint state (older or foreign); {fix}")
+    ints = ("step", "epoch", "batch_in_epoch")
+    if not all(isinstance(state.get(k), int) and state[k] >= 0 for k in ints) or not isinstance(
+        state.get("elapsed_s"), (int, float)
+    ):
+        raise CheckpointError(f"{path}: {', '.join(ints)} or elapsed_s missing or invalid; {fix}")
+    if state.get("model") != model_name:
+        raise CheckpointError(
+            f"{path}: the checkpoint is of --model {state.get('model')}, not {model_name}; pass --model "
+            f"{state.get('model')}, or {fix}"
+        )
+    rng = read("rng.safetensors", lambda p: load_file(str(p)))
+    if not {"torch", "loader"} <= set(rng):
+        raise CheckpointError(f"{last / 'rng.safetensors'}: torch or loader RNG state missing; {fix}")
+    return {
+        "state": state,
+        "model": read("model.safetensors", lambda p: load_file(str(p))),
+        "optimizer": read("optimizer.pt", lambda p: torch.load(p, map_location="cpu", weights_only=True)),
+        "rng": rng,
+    }
+
+
+def _pyrandom_state(rng: random.Random) -> list:
+    """``random.Random`` state as JSON (lists)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _open_log(path: Path, resumed_step: int | None):
+    """``OUT/loss.jsonl`` for appending: emptied on a fresh run (``resumed_step`` None); on resume, cut to the
+    lines with step ≤ ``resumed_step`` (one per step, lines cut by a crash dropped)."""
+    from ..io import atomic_file
+
+    if resumed_step is None:
+        return path.open("w")
+    kept: dict[int, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= resumed_step:
+                kept[rec["step"]] = line
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(kept[k] + "\n" for k in sorted(kept)))
+    return path.open("a")
 
 
 def _export(out: Path, model, args) -> Path:
+    from ..io import atomic_file
+
     if args.model == "compact":
         from ..models.compact_depth import save_compact_depth
 
         path = out / "compact_depth.safetensors"
-        save_compact_depth(model, path, {"train_args": {k: str(v) for k, v in vars(args).items() if k != "func"}})
+        with atomic_file(path) as tmp:
+            save_compact_depth(model, tmp, {"train_args": {k: str(v) for k, v in vars(args).items() if k != "func"}})
         return path
     from safetensors.torch import save_file
 
     from ..models.depth_anything import to_published_state_dict
 
     path = out / f"{args.model}.safetensors"
-    save_file({k: v.contiguous() for k, v in to_published_state_dict(model).items()}, str(path))
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous() for k, v in to_published_state_dict(model).items()}, str(tmp))
     return path
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import Accelerator
-    from safetensors.torch import load_file
+    from accelerate.utils import DistributedDataParallelKwargs
     from tqdm import tqdm
 
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
+    from ..models.checkpoints import load_strict
+
+    # DSFA (and the stack inputs) sit idle on single-frame steps: DDP must not wait for their gradients
+    unused = args.single_frame or args.stack_dropout > 0
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if unused else []
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, kwargs_handlers=handlers)
+    is_main = accelerator.is_main_process
+    out = Path(args.output)
+    last = out / "last"
+    if is_main and out.is_dir():
+        _recover_last(out)
+    accelerator.wait_for_everyone()
+    resume = args.resume and last.exists()
+    if args.resume and not resume and is_main:
+        sys.stderr.write(f"warning: --resume: no checkpoint in {last}; starting from step 0\n")
+    saved = _read_last(last, args.model) if resume else None  # checked before anything is built or written
+
     torch.manual_seed(args.seed)
     model, step_fn, lr, wd, size, multiple = _build(args)
     if args.gradient_checkpointing:
@@ -485,77 +772,139 @@ def run(args: argparse.Namespace) -> int:
     scenes = load_manifest_scenes(args.data, args.split, size, args.max_frames, multiple, args.max_scenes)
     if args.model == "compact" and model.cfg.cost_bins and not args.single_frame:
         cache_cost_volumes(model, scenes)
+    sampler = _EpochSampler(len(scenes), args.seed)
+    loader_rng = torch.Generator().manual_seed(args.seed)  # worker seeds only; the order comes from `sampler`
     loader = torch.utils.data.DataLoader(
-        _SceneSet(scenes, args.seed),
+        _SceneSet(scenes),
         batch_size=min(args.batch_size, len(scenes)),
-        shuffle=True,
+        sampler=sampler,
         drop_last=True,
         collate_fn=collate,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=loader_rng,
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params, lr=args.lr or lr, weight_decay=wd if args.weight_decay is None else args.weight_decay
     )
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    start = 0
-    if args.resume and (out / "last" / "state.json").is_file():
-        from ..models.checkpoints import load_strict
+    clock = {"before": 0.0, "t0": time.time()}  # training seconds of earlier runs; start of this one
 
-        load_strict(model, load_file(str(out / "last" / "model.safetensors")), out / "last" / "model.safetensors")
-        optimizer.load_state_dict(torch.load(out / "last" / "optimizer.pt", weights_only=True))
-        start = json.loads((out / "last" / "state.json").read_text())["step"]
-    base_lr = optimizer.param_groups[0]["lr"]
-    t_start = time.time()
+    def elapsed() -> float:
+        return clock["before"] + time.time() - clock["t0"]
 
     def progress(s: int) -> float:
-        """Fraction of training done: by steps, or by wall time under --max-minutes."""
+        """Fraction of training done: by steps, or by training time under --max-minutes."""
         frac = s / max(1, args.steps)
         if args.max_minutes:
-            frac = max(frac, (time.time() - t_start) / (60 * args.max_minutes))
+            frac = max(frac, elapsed() / (60 * args.max_minutes))
         return min(1.0, frac)
 
+    warmup = max(1, min(args.steps, 400) // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / max(1, min(args.steps, 400) // 20)) * 0.5 * (1 + math.cos(math.pi * progress(s))),
-        last_epoch=start - 1 if start else -1,
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * progress(s)))
     )
-    if start:
-        for g in optimizer.param_groups:
-            g.setdefault("initial_lr", base_lr)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    model.train()
-    log = (out / "loss.jsonl").open("a")
-    step, t0 = start, time.time()
     drop_rng = random.Random(args.seed + 1)
-    bar = tqdm(total=args.steps, initial=start, desc=f"stage2 {args.model}", disable=not accelerator.is_main_process)
-    while step < args.steps and progress(step) < 1.0:
-        for batch in loader:
-            if step >= args.steps or progress(step) >= 1.0:
-                break
-            with accelerator.autocast():
+    step = epoch = pos = 0
+    fix = f"delete {last} to start over (or run without --resume)"
+    if saved is not None:
+        try:
+            load_strict(model, saved["model"], last / "model.safetensors")
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{exc}; resume with the --model/--config of the run that wrote it, or {fix}"
+            ) from exc
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if saved is not None:  # after prepare, so that the optimizer state lands on the parameters' device
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{last / 'optimizer.pt'}: does not fit this model's optimizer ({type(exc).__name__}: {exc}); {fix}"
+            ) from exc
+        state, rng = saved["state"], saved["rng"]
+        try:
+            sched.load_state_dict(state["scheduler"])
+            version, internal, gauss = state["drop_rng"]
+            drop_rng.setstate((version, tuple(internal), gauss))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{last / 'state.json'}: scheduler or RNG state invalid ({type(exc).__name__}: {exc}); {fix}"
+            ) from exc
+        try:
+            torch.set_rng_state(rng["torch"])
+            loader_rng.set_state(rng["loader"])
+            if "cuda" in rng and accelerator.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], accelerator.device)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{last / 'rng.safetensors'}: invalid RNG state ({exc}); {fix}") from exc
+        step, epoch, pos = state["step"], state["epoch"], state["batch_in_epoch"]
+        clock["before"] = float(state["elapsed_s"])
+    model.train()
+    n_batches = len(loader)
+    if n_batches == 0:
+        raise InputError(f"--batch-size {args.batch_size}: no full batch per process; use a smaller batch size")
+    if pos >= n_batches:
+        epoch, pos = epoch + 1, 0
+
+    out.mkdir(parents=True, exist_ok=True)
+    log = None
+    if is_main:
+        if not resume:  # a fresh run owns OUT: an earlier run's checkpoint must not be resumed with this log
+            shutil.rmtree(last, ignore_errors=True)
+        log = _open_log(out / "loss.jsonl", step if resume else None)
+
+    def snapshot() -> tuple[dict, dict]:
+        rng = {"torch": torch.get_rng_state(), "loader": loader_rng.get_state()}
+        if accelerator.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(accelerator.device)
+        state = {
+            "format": _LAST_FORMAT,
+            "model": args.model,
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": pos,
+            "elapsed_s": elapsed(),
+            "drop_rng": _pyrandom_state(drop_rng),
+            "scheduler": sched.state_dict(),
+        }
+        return rng, state
+
+    bar = tqdm(total=args.steps, initial=step, desc=f"stage2 {args.model}", disable=not is_main)
+    done = step >= args.steps or progress(step) >= 1.0
+    try:
+        while not done:
+            sampler.set_epoch(epoch)
+            loader.set_epoch(epoch)
+            for batch in accelerator.skip_first_batches(loader, pos) if pos else loader:
                 single = args.single_frame or drop_rng.random() < args.stack_dropout
-                loss, _ = step_fn(accelerator.unwrap_model(model) if args.model == "compact" else model, batch, single)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            sched.step()
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log.write(
-                json.dumps({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "time": time.time() - t0})
-                + "\n"
-            )
-            log.flush()
-            if step % args.save_every == 0:
-                _save(out, model, optimizer, step, accelerator)
-    bar.close()
-    log.close()
-    _save(out, model, optimizer, step, accelerator)
-    if accelerator.is_main_process:
+                with accelerator.autocast():
+                    loss, _ = step_fn(model, batch, single)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                sched.step()
+                step, pos = step + 1, pos + 1
+                value = accelerator.reduce(loss.detach(), reduction="mean").item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
+                if log is not None:
+                    rec = {"step": step, "loss": value, "lr": sched.get_last_lr()[0], "time": elapsed()}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                if step % args.save_every == 0:
+                    _save(out, model, optimizer, accelerator, *snapshot())
+                if step >= args.steps or progress(step) >= 1.0:
+                    done = True
+                    break
+            else:
+                epoch, pos = epoch + 1, 0
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    _save(out, model, optimizer, accelerator, *snapshot())
+    if is_main:
         path = _export(out, accelerator.unwrap_model(model), args)
         print(f"wrote {path}")
+    accelerator.wait_for_everyone()
     return 0
