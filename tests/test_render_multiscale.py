@@ -25,7 +25,8 @@ def test_slab_scales_are_powers_of_two_growing_with_radius():
     assert np.all(scales[r_top <= 6.0] == 1)  # small blur: full resolution
     fits = r_top / scales <= 6.0 + 1e-6
     assert np.all(fits | (scales == 8))  # each slab's radius fits the base radius at its scale (or the cap)
-    assert np.all((r_top / (scales // 2) > 6.0)[scales > 1])  # and the scale is the smallest that does
+    coarse = scales > 1
+    assert np.all(r_top[coarse] / (scales[coarse] // 2) > 6.0)  # and the scale is the smallest that does
     order = np.argsort(np.abs(split.centres), kind="stable")
     assert np.all(np.diff(scales[order]) >= 0)
     one = layers.assign_layers(d, occlusion=False)
