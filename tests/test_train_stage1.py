@@ -67,6 +67,22 @@ def _train(out, manifest, steps, *extra):
     )  # fmt: skip
 
 
+def test_logged_lr_is_the_lr_each_step_trained_with(tmp_path, tiny_manifest):
+    """Warm-up 1 then cosine over 3 steps: step k (1-based) trains with lr·factor(k − 1), and the log says so
+    (reading the scheduler after its step would log the next step's lr)."""
+    import math
+
+    from bokehdepth.train.stage1 import CompactTrainConfig
+
+    out = tmp_path / "run"
+    assert _train(out, tiny_manifest, 3) == 0
+    log = [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines()]
+    base = CompactTrainConfig(data="", out="").lr
+    cosine = [0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)) for t in (0.0, 0.0, 0.5)]  # steps 0, 1, 2
+    cosine[0] = 1.0  # step 0 is the warm-up step: (0 + 1) / 1
+    assert [r["lr"] for r in log] == pytest.approx([base * f for f in cosine])
+
+
 def test_two_steps_on_cpu_write_weights_log_and_a_resumable_checkpoint(tmp_path, tiny_manifest):
     out = tmp_path / "run"
     assert _train(out, tiny_manifest, 2) == 0

@@ -267,9 +267,13 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(manifest, tmp_path, mo
     # a crash between the two renames of a save (last/ moved away, the new one complete): resume recovers it
     stage2._recover_last(out)
     (out / "last").rename(out / ".last.new")
+    # and a save killed (SIGKILL) while writing its temporary folder: the half-written folder is removed
+    (out / ".last.new.tmp-k1ll3d").mkdir()
+    (out / ".last.new.tmp-k1ll3d" / "model.safetensors").write_bytes(b"half")
     capsys.readouterr()
     assert _train(manifest, out, "--steps", 2, "--batch-size", 2, "--resume") == 0
     assert "warning" not in capsys.readouterr().err  # resumed, not started over
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     assert [r["step"] for r in _log(out)] == [1, 2]
     assert json.loads((out / "last" / "state.json").read_text())["step"] == 2
 
@@ -410,3 +414,109 @@ def _tiny_batch():
         focus_sign=torch.tensor([-1.0]),
         gamma=torch.tensor([2.2]),
     )
+
+
+# ------------------------------------------------------------------------------------------------ review fixes
+TINY_DAV2 = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    out_indices=[1, 2, 3, 4],
+    neck_hidden_sizes=[8, 16, 32, 32],
+    fusion_hidden_size=16,
+    dsfa_heads=2,
+    initializer_range=0.1,
+)
+
+
+def test_logged_lr_is_the_lr_the_step_trained_with(manifest, tmp_path):
+    """Step s (1-based) trains with base·cos-schedule(s − 1): step 1 at the full lr (warm-up of one step for
+    --steps < 40), not the lr the scheduler set for the next step."""
+    out = tmp_path / "run"
+    assert _train(manifest, out, "--steps", 3, "--batch-size", 2, "--lr", 1e-3) == 0
+    lrs = [r["lr"] for r in _log(out)]
+    want = [1e-3 * 0.5 * (1 + math.cos(math.pi * s / 3)) for s in range(3)]  # 1e-3, 7.5e-4, 2.5e-4
+    assert lrs == pytest.approx(want, rel=1e-9)
+
+
+def test_dav2_ddp_allows_the_parameters_its_forward_never_uses(manifest, tmp_path, monkeypatch):
+    """DAv2's mask_token and the first fusion layer's residual unit get no gradient: under DDP (several GPUs,
+    the published setup) the trainer must build the accelerator with find_unused_parameters, or the second
+    step fails ("Expected to have finished reduction in the prior iteration")."""
+    import accelerate
+
+    from bokehdepth.models.depth_anything import build_model
+    from bokehdepth.train.stage2 import collate, dav2_step, load_manifest_scenes
+
+    model = build_model("dav2-dsfa-s", **TINY_DAV2)
+    dav2_step(model, collate(load_manifest_scenes(manifest, None, 28, 3, 14)[:2]), False)[0].backward()
+    assert "model.backbone.embeddings.mask_token" in [n for n, p in model.named_parameters() if p.grad is None]
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def record(*a, **kw):
+        seen.append(kw.get("kwargs_handlers") or [])
+        raise Stop
+
+    monkeypatch.setattr(accelerate, "Accelerator", record)
+    args = ["train", "stage2", "--model", "dav2-dsfa-s", "--data", str(manifest), "-o", str(tmp_path / "o")]
+    with pytest.raises(Stop):
+        main([*args, "--config", json.dumps(TINY_DAV2), "--size", "28", "--steps", "1"])
+    assert any(getattr(h, "find_unused_parameters", False) for h in seen[0])
+
+
+def test_dav2_init_from_plain_dav2_keeps_the_published_dsfa_init(manifest, tmp_path):
+    """--init with a plain DAv2 checkpoint (published recipe: depth_anything_v2_metric_vkitti_vitl.pth) starts
+    the DSFA blocks at their published init (gates 0.1), not at the inference-time identity (gates 0)."""
+    from safetensors.torch import load_file, save_file
+
+    from bokehdepth.models.depth_anything import build_model, to_published_state_dict
+
+    plain = {
+        k: v.contiguous()
+        for k, v in to_published_state_dict(build_model("dav2-dsfa-s", **TINY_DAV2)).items()
+        if not k.startswith("encoder_fusion.")
+    }
+    init = tmp_path / "dav2_plain.safetensors"
+    save_file(plain, str(init))
+    out = tmp_path / "dav2"
+    args = ["train", "stage2", "--model", "dav2-dsfa-s", "--data", str(manifest), "-o", str(out), "--steps", "1"]
+    args += ["--batch-size", "2", "--size", "28", "--config", json.dumps(TINY_DAV2), "--init", str(init)]
+    assert main(args) == 0
+    sd = load_file(str(out / "dav2-dsfa-s.safetensors"))
+    gates = [v for k, v in sd.items() if k.startswith("encoder_fusion.") and ".gamma_" in k]
+    assert len(gates) == 8 and all((g - 0.1).abs().max().item() < 1e-3 for g in gates)
+    assert (sd["pretrained.cls_token"] - plain["pretrained.cls_token"]).abs().max().item() < 1e-3  # init loaded
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [
+        (["--save-every", "0"], "--save-every"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--steps", "0"], "--steps"),
+        (["--stack-dropout", "1.5"], "--stack-dropout"),
+        (["--max-minutes", "0"], "--max-minutes"),
+        (["--mixed-precision", "fp16", "--cpu"], "--mixed-precision"),  # no autocast on CPU: would train fp32
+        (["--freeze-backbone"], "--freeze-backbone"),  # the compact model has no such switch
+    ],
+)
+def test_bad_training_flags_are_one_line_errors(manifest, tmp_path, capsys, extra, flag):
+    out = tmp_path / "run"
+    args = ["train", "stage2", "--data", str(manifest), "-o", str(out), "--config", TINY_COMPACT, "--size", "32"]
+    assert main([*args, "--steps", "2", *extra]) == 2
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: {flag}"), err
+    assert not out.exists()
+
+
+def test_output_that_is_a_file_is_a_one_line_error(manifest, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.write_text("not a folder")
+    assert _train(manifest, out, "--steps", 1, "--batch-size", 2) == 2
+    err = _one_error_line(capsys)
+    assert str(out) in err and "-o" in err
+    assert out.read_text() == "not a folder"

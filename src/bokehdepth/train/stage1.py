@@ -441,13 +441,14 @@ def train_compact_generator(cfg: CompactTrainConfig) -> dict[str, Any]:
                 if cfg.clip:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.clip)
                 optimizer.step()
+                lr_now = scheduler.get_last_lr()[0]  # the lr this step trained with (step() sets the next one)
                 scheduler.step()
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{parts['loss']:.4f}")
                 stop = deadline is not None and time.time() > deadline
                 if step % cfg.log_every == 0 or step == cfg.steps or stop:
-                    rec = {"step": step, **parts, "lr": scheduler.get_last_lr()[0], "time_s": time.time() - t0}
+                    rec = {"step": step, **parts, "lr": lr_now, "time_s": time.time() - t0}
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:

@@ -589,7 +589,11 @@ def _build(args):
             f"--config: invalid {args.model} config ({type(exc).__name__}: {exc}); fix the value in --config"
         ) from exc
     if args.init:
-        load_base_weights(model, args.init)
+        # a plain DAv2 checkpoint (the published recipe's init) has no DSFA weights: load_weights then makes the
+        # blocks an identity (right for inference); training starts them at the published init (gates 0.1)
+        dsfa = {k: v.clone() for k, v in model.encoder_fusion.state_dict().items()}
+        if load_base_weights(model, args.init) in ("dav2-original", "transformers"):
+            model.encoder_fusion.load_state_dict(dsfa)
     if args.freeze_backbone:
         for prm in model.model.backbone.parameters():
             prm.requires_grad_(False)
@@ -603,16 +607,19 @@ def _recover_last(out: Path) -> None:
     """Finish or undo a save that a crash interrupted (see :func:`_write_last`), and drop its leftovers.
 
     ``OUT/.last.new`` exists only complete (it appears by one rename) and is newer than ``OUT/.last.prev``;
-    either stands in for a missing ``OUT/last``."""
+    either stands in for a missing ``OUT/last``. A save killed while writing leaves its temporary folder
+    (``OUT/.last.new.tmp-*``, see :func:`bokehdepth.io.atomic_dir`): never complete, it is removed."""
     last, new, prev = out / "last", out / ".last.new", out / ".last.prev"
     if not last.exists():
         for cand in (new, prev):
             if cand.is_dir():
                 os.replace(cand, last)
                 break
-    for stale in (new, prev):
-        if stale.exists():
+    for stale in (new, prev, *out.glob(".last.new.tmp-*")):
+        if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale)
+        elif stale.exists() or stale.is_symlink():
+            stale.unlink()
 
 
 def _write_last(out: Path, weights: dict, optimizer_state: dict, rng: dict, state: dict) -> None:
@@ -739,6 +746,22 @@ def _export(out: Path, model, args) -> Path:
     return path
 
 
+def _check_args(args) -> None:
+    """One-line errors for flag values that would crash mid-run or silently do nothing."""
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--save-every", args.save_every)):
+        if value < 1:
+            raise InputError(f"{flag} {value}: must be at least 1")
+    if not 0.0 <= args.stack_dropout <= 1.0:
+        raise InputError(f"--stack-dropout {args.stack_dropout}: a fraction of steps; pass a value in [0, 1]")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise InputError(f"--max-minutes {args.max_minutes}: pass a positive number of minutes, or leave it out")
+    if args.model == "compact" and args.freeze_backbone:
+        raise InputError("--freeze-backbone: only for the dav2-dsfa presets; the compact model trains whole")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another output folder with -o")
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
     from accelerate import Accelerator
@@ -747,10 +770,21 @@ def run(args: argparse.Namespace) -> int:
 
     from ..models.checkpoints import load_strict
 
-    # DSFA (and the stack inputs) sit idle on single-frame steps: DDP must not wait for their gradients
-    unused = args.single_frame or args.stack_dropout > 0
+    _check_args(args)
+    # DSFA (and the stack inputs) sit idle on single-frame steps, and DAv2 never uses DINOv2's mask_token nor
+    # the first fusion layer's residual unit: DDP must not wait for their gradients
+    unused = args.single_frame or args.stack_dropout > 0 or args.model != "compact"
     handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if unused else []
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, kwargs_handlers=handlers)
+    try:
+        accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu, kwargs_handlers=handlers)
+    except ValueError as exc:  # e.g. bf16 on a GPU without it
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"--mixed-precision {args.mixed_precision}: {msg}; pass another --mixed-precision") from exc
+    if args.mixed_precision != "no" and not accelerator.native_amp:  # accelerate would train in fp32
+        raise InputError(
+            f"--mixed-precision {args.mixed_precision}: not available on {accelerator.device.type} "
+            "(it would silently train in fp32); pass --mixed-precision bf16 or no, or train on a GPU"
+        )
     is_main = accelerator.is_main_process
     out = Path(args.output)
     last = out / "last"
@@ -845,7 +879,10 @@ def run(args: argparse.Namespace) -> int:
     if pos >= n_batches:
         epoch, pos = epoch + 1, 0
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out}: cannot create the output folder ({exc.strerror}); choose another -o") from exc
     log = None
     if is_main:
         if not resume:  # a fresh run owns OUT: an earlier run's checkpoint must not be resumed with this log
@@ -881,6 +918,7 @@ def run(args: argparse.Namespace) -> int:
                 optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(loss)
                 accelerator.clip_grad_norm_(params, 1.0)
+                lr_now = sched.get_last_lr()[0]  # the lr this step trains with (sched.step sets the next one)
                 optimizer.step()
                 sched.step()
                 step, pos = step + 1, pos + 1
@@ -888,7 +926,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.4f}")
                 if log is not None:
-                    rec = {"step": step, "loss": value, "lr": sched.get_last_lr()[0], "time": elapsed()}
+                    rec = {"step": step, "loss": value, "lr": lr_now, "time": elapsed()}
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                 if step % args.save_every == 0:
