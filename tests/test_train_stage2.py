@@ -520,3 +520,193 @@ def test_output_that_is_a_file_is_a_one_line_error(manifest, tmp_path, capsys):
     err = _one_error_line(capsys)
     assert str(out) in err and "-o" in err
     assert out.read_text() == "not a folder"
+
+
+# ------------------------------------------------------------------------------------ resume safety (review)
+@pytest.fixture(scope="module")
+def checkpointed(manifest, tmp_path_factory):
+    """A finished 2-step run (batch 2, --lr 1e-3, --seed 3) whose OUT/last the tests below copy and resume."""
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    assert _train(manifest, out, "--steps", 2, "--batch-size", 2, "--lr", 1e-3, "--seed", 3) == 0
+    return out
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _tree(out):
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_checkpoint_records_the_run_settings(checkpointed, manifest):
+    import hashlib
+
+    s = json.loads((checkpointed / "last" / "state.json").read_text())["settings"]
+    assert (s["model"], s["batch_size"], s["seed"], s["size"], s["steps"]) == ("compact", 2, 3, 32, 2)
+    assert s["config"] == json.loads(TINY_COMPACT) and s["model_config"]["dim"] == 32
+    assert s["data"] == [{"path": str(manifest.resolve()), "sha256": hashlib.sha256(manifest.read_bytes()).hexdigest()}]
+    assert (s["lr"], s["weight_decay"], s["stack_dropout"], s["single_frame"]) == (1e-3, 0.05, 0.0, False)
+    assert (s["log_disp_weight"], s["mixed_precision"], s["num_processes"]) == (1.0, "no", 1)
+
+
+@pytest.mark.parametrize(
+    "extra, flag, ours, theirs, fix",
+    [
+        (["--batch-size", 1], "--batch-size", "1", "2", "pass --batch-size 2"),
+        (["--batch-size", 2, "--seed", 4], "--seed", "4", "3", "pass --seed 3"),
+        (["--batch-size", 2, "--stack-dropout", 0.5], "--stack-dropout", "0.5", "0.0", "pass --stack-dropout 0.0"),
+        (["--batch-size", 2, "--single-frame"], "--single-frame", "on", "off", "leave out --single-frame"),
+        (["--batch-size", 2, "--log-disp-weight", 0], "--log-disp-weight", "0.0", "1.0", "pass --log-disp-weight"),
+        (["--batch-size", 2, "--max-frames", 2], "--max-frames", "2", "3", "pass --max-frames 3"),
+        (["--batch-size", 2, "--lr", 5e-4], "--lr", "0.0005", "0.001", "pass --lr 0.001"),
+        (["--batch-size", 2, "--weight-decay", 0], "--weight-decay", "0.0", "0.05", "pass --weight-decay 0.05"),
+    ],
+)
+def test_resume_with_changed_settings_is_a_one_line_error(
+    manifest, checkpointed, tmp_path, capsys, extra, flag, ours, theirs, fix
+):
+    out = _copy_run(checkpointed, tmp_path / "run")
+    before = _tree(out)
+    capsys.readouterr()
+    assert _train(manifest, out, "--steps", 4, "--seed", 3, *extra, "--resume") == 2
+    err = _one_error_line(capsys)
+    state = out / "last" / "state.json"
+    assert err.startswith(f"error: {flag} {ours} differs from the checkpoint's {theirs} ({state}"), err
+    assert fix in err and "another -o" in err
+    assert _tree(out) == before  # nothing written
+
+
+def test_resume_with_other_size_config_or_data_is_refused(manifest, checkpointed, tmp_path, capsys):
+    out = _copy_run(checkpointed, tmp_path / "run")
+    before = _tree(out)
+    base = ["--steps", 4, "--batch-size", 2, "--seed", 3, "--resume"]
+    args = ["train", "stage2", "--data", str(manifest), "-o", str(out), *map(str, base)]
+    capsys.readouterr()
+    assert main([*args, "--config", TINY_COMPACT, "--size", "64"]) == 2
+    assert _one_error_line(capsys).startswith("error: --size 64 differs from the checkpoint's 32")
+    bigger = json.dumps({**json.loads(TINY_COMPACT), "dim": 64, "head_dim": 32})
+    assert main([*args, "--size", "32", "--config", bigger]) == 2
+    err = _one_error_line(capsys)
+    assert err.startswith("error: --config '") and f"pass --config '{json.dumps(json.loads(TINY_COMPACT))}'" in err
+    other = tmp_path / "other.jsonl"  # the same scenes, one fewer: another data set
+    other.write_text("".join(manifest.read_text().splitlines(keepends=True)[1:]))
+    assert _train(other, out, *base) == 2
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: --data {other.resolve()} differs from the checkpoint's {manifest.resolve()}")
+    assert _tree(out) == before
+
+
+def test_resume_accepts_more_steps_and_other_schedule_flags(manifest, checkpointed, tmp_path, capsys):
+    """--steps, --max-minutes, --save-every may change; --lr/--weight-decay left out: the checkpoint's are used
+    (restored with the optimizer) and recorded again."""
+    out = _copy_run(checkpointed, tmp_path / "run")
+    capsys.readouterr()
+    extra = ["--steps", 3, "--batch-size", 2, "--seed", 3, "--save-every", 7, "--max-minutes", 60, "--resume"]
+    assert _train(manifest, out, *extra) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert [r["step"] for r in _log(out)] == [1, 2, 3]
+    s = json.loads((out / "last" / "state.json").read_text())["settings"]
+    assert (s["steps"], s["max_minutes"], s["lr"], s["weight_decay"]) == (3, 60.0, 1e-3, 0.05)
+
+
+def test_checkpoint_without_settings_resumes_with_one_warning(manifest, checkpointed, tmp_path, capsys):
+    out = _copy_run(checkpointed, tmp_path / "run")
+    path = out / "last" / "state.json"
+    state = json.loads(path.read_text())
+    del state["settings"]  # as written before the settings were recorded
+    path.write_text(json.dumps(state))
+    capsys.readouterr()
+    assert _train(manifest, out, "--steps", 3, "--batch-size", 2, "--seed", 3, "--resume") == 0
+    warnings = [x for x in capsys.readouterr().err.replace("\r", "\n").splitlines() if "warning:" in x]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {path} records no run settings"), warnings
+    assert [r["step"] for r in _log(out)] == [1, 2, 3]
+    assert json.loads(path.read_text())["settings"]["lr"] == 1e-3  # the optimizer's, not the default 3e-4
+
+
+def test_moved_manifest_with_the_same_bytes_resumes_with_a_warning(manifest, checkpointed, tmp_path, capsys):
+    import shutil
+
+    out = _copy_run(checkpointed, tmp_path / "run")
+    moved = shutil.copytree(manifest.parent, tmp_path / "moved") / manifest.name  # the data set, moved whole
+    capsys.readouterr()
+    assert _train(moved, out, "--steps", 3, "--batch-size", 2, "--seed", 3, "--resume") == 0
+    assert "warning: --data: the manifests moved since the checkpoint" in capsys.readouterr().err
+    assert json.loads((out / "last" / "state.json").read_text())["settings"]["data"][0]["path"] == str(moved)
+
+
+def test_fresh_run_into_a_checkpointed_output_is_refused_without_overwrite(manifest, checkpointed, tmp_path, capsys):
+    out = _copy_run(checkpointed, tmp_path / "run")
+    before = _tree(out)
+    capsys.readouterr()
+    assert _train(manifest, out, "--steps", 2, "--batch-size", 2) == 2
+    err = _one_error_line(capsys)
+    assert err == (
+        f"error: {out} holds a checkpoint of an earlier run ({out / 'last'}); pass --resume to continue it, "
+        "or --overwrite to start over\n"
+    )
+    assert _tree(out) == before
+    assert _train(manifest, out, "--steps", 1, "--batch-size", 2, "--overwrite", "--resume") == 2
+    assert _one_error_line(capsys).startswith("error: --overwrite")
+    assert _tree(out) == before
+    assert _train(manifest, out, "--steps", 1, "--batch-size", 2, "--overwrite") == 0  # starts over
+    assert [r["step"] for r in _log(out)] == [1]
+    assert json.loads((out / "last" / "state.json").read_text())["settings"]["seed"] == 0
+
+
+def test_help_documents_overwrite(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "stage2", "--help"])
+    assert "--overwrite" in capsys.readouterr().out
+
+
+def test_grad_scaler_state_round_trips_through_json():
+    from bokehdepth.errors import CheckpointError
+    from bokehdepth.train.stage2 import _restore_scaler, _scaler_state
+
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.SGD([w], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3)
+    for loss in ((w * float("inf")).sum(), w.sum(), w.sum()):  # one overflow (scale halved), two good steps
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+    state = json.loads(json.dumps(_scaler_state(scaler)))  # what state.json holds
+    assert state == {
+        "scale": 2.0**9,
+        "growth_factor": 2.0,
+        "backoff_factor": 0.5,
+        "growth_interval": 3,
+        "_growth_tracker": 2,
+    }
+    fresh = torch.amp.GradScaler("cpu")
+    _restore_scaler(fresh, state, "state.json", "fix")
+    assert fresh.state_dict() == scaler.state_dict()
+    assert _scaler_state(None) is None
+    assert _scaler_state(torch.amp.GradScaler("cpu", enabled=False)) is None
+    with pytest.raises(CheckpointError, match="state.json: grad_scaler state invalid"):
+        _restore_scaler(fresh, {**state, "scale": "big"}, "state.json", "fix")
+
+
+def test_grad_scaler_is_saved_and_restored_on_resume(manifest, tmp_path, monkeypatch):
+    """With a GradScaler (fp16 on a GPU; here a CPU one whose scale doubles every step), a resumed run ends with
+    the scaler state of the uninterrupted run."""
+    import accelerate
+
+    class ScaledAccelerator(accelerate.Accelerator):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=4.0, growth_interval=1)
+
+    monkeypatch.setattr(accelerate, "Accelerator", ScaledAccelerator)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _train(manifest, full, "--steps", 4, "--batch-size", 2) == 0
+    assert _train(manifest, cut, "--steps", 2, "--batch-size", 2) == 0
+    assert json.loads((cut / "last" / "state.json").read_text())["grad_scaler"]["scale"] == 16.0
+    assert _train(manifest, cut, "--steps", 4, "--batch-size", 2, "--resume") == 0
+    a, b = (json.loads((o / "last" / "state.json").read_text())["grad_scaler"] for o in (full, cut))
+    assert a == b and a["scale"] == 64.0  # a scaler started over at the resume would end at 16

@@ -14,10 +14,13 @@ the short side is ``--size`` and centre-cropped to a square. Each epoch's order 
 
 Checkpoints are resumable and exact: ``OUT/last/`` holds ``model.safetensors``, ``optimizer.pt`` (tensors only,
 read back with ``weights_only=True``), ``rng.safetensors`` (torch and loader RNG states) and ``state.json``
-(step, epoch and batch within it, training seconds so far, the stack-dropout RNG, the LR scheduler). ``--resume``
-continues from it as if the run had never stopped; ``OUT/loss.jsonl`` logs every step once (a fresh run
-starts it over; a resumed run drops the lines after the checkpoint's step). ``OUT/last`` is replaced whole:
-a crash while saving leaves the previous checkpoint. Only the main process writes.
+(step, epoch and batch within it, training seconds so far, the stack-dropout RNG, the LR scheduler, the fp16
+GradScaler state when there is one, and the run's settings: see :func:`_run_settings`). ``--resume`` continues
+from it as if the run had never stopped, and refuses flags that would make the resumed run differ from the
+uninterrupted one (:func:`_check_resume_settings`); ``OUT/loss.jsonl`` logs every step once (a fresh run
+starts it over; a resumed run drops the lines after the checkpoint's step). A fresh run into an ``OUT`` that
+holds a checkpoint is refused unless ``--overwrite``. ``OUT/last`` is replaced whole: a crash while saving
+leaves the previous checkpoint. Only the main process writes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import hashlib
 import json
 import math
 import os
@@ -95,7 +99,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--max-minutes", type=float, default=None, help="stop after this wall time (the cosine schedule follows it)"
     )
     p.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last if present")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last if present (the flags that set the data order and the optimisation must be "
+        "the checkpoint's; --steps, --max-minutes, --save-every may change)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in an OUT that holds an earlier run's checkpoint (OUT/last is deleted); without it "
+        "such an OUT is refused",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cpu", action="store_true", help="force CPU even when a GPU is present")
     p.add_argument(
@@ -705,6 +720,182 @@ def _pyrandom_state(rng: random.Random) -> list:
     return [version, list(internal), gauss]
 
 
+# what a resumed run must share with the run that wrote the checkpoint (the data order and the optimisation):
+# state.json key -> flag; a difference is an error (see _check_resume_settings)
+_SAME_ON_RESUME = {
+    "model": "--model",
+    "config": "--config",
+    "split": "--split",
+    "max_scenes": "--max-scenes",
+    "max_frames": "--max-frames",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "stack_dropout": "--stack-dropout",
+    "single_frame": "--single-frame",
+    "log_disp_weight": "--log-disp-weight",
+    "mixed_precision": "--mixed-precision",
+    "freeze_backbone": "--freeze-backbone",
+    "size": "--size",
+}
+# restored with the optimizer state: left out, the checkpoint's value is used; given and different, refused
+_RESTORED_ON_RESUME = {"lr": "--lr", "weight_decay": "--weight-decay"}
+# may change on resume, silently (the cosine schedule follows the new values from the checkpoint's step on):
+# steps, max_minutes; and save_every, gradient_checkpointing, cpu, which the checkpoint does not record
+
+
+def _manifest_fingerprints(paths: Sequence[str | Path]) -> list[dict]:
+    """``[{"path": resolved path, "sha256": of the manifest's bytes}]`` for ``--data`` (a cheap fingerprint: the
+    manifest, not the images it lists)."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError as exc:
+            raise InputError(f"--data: {path} not found; create one with 'bokehdepth synth -o DIR --scenes N'") from exc
+        except OSError as exc:
+            raise InputError(
+                f"--data: {path}: cannot read it ({exc.strerror}); check the path and its permissions"
+            ) from exc
+        found.append({"path": str(path.resolve()), "sha256": digest})
+    return found
+
+
+def _run_settings(args, num_processes: int) -> dict:
+    """The flags of this run that a checkpoint records (``state.json`` ``settings``), from the arguments alone.
+
+    ``lr``/``weight_decay`` are the given values (None: the preset's); :func:`run` replaces them with the values
+    the optimizer trains with, and adds ``size`` and ``model_config`` once the model is built."""
+    return {
+        "model": args.model,
+        "config": _config_overrides(args),
+        "init": None if args.init is None else str(Path(args.init).resolve()),
+        "num_processes": int(num_processes),
+        "data": _manifest_fingerprints(args.data),
+        "split": args.split,
+        "max_scenes": args.max_scenes,
+        "max_frames": args.max_frames,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "steps": args.steps,
+        "max_minutes": args.max_minutes,
+        "stack_dropout": args.stack_dropout,
+        "single_frame": bool(args.single_frame),
+        "log_disp_weight": args.log_disp_weight,
+        "mixed_precision": args.mixed_precision,
+        "freeze_backbone": bool(args.freeze_backbone),
+    }
+
+
+def _model_settings(args, model, size: int) -> dict:
+    """Settings known once the model is built: the crop size and (compact) the model's whole config."""
+    cfg = getattr(model, "cfg", None) if args.model == "compact" else None
+    return {"size": int(size), "model_config": None if cfg is None else json.loads(json.dumps(dataclasses.asdict(cfg)))}
+
+
+def _describe(value) -> str:
+    """A setting as it appears in a message."""
+    if value is None:
+        return "(not given)"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, dict):
+        return f"'{json.dumps(value)}'" if value else "(not given)"
+    return str(value)
+
+
+def _as_flag(flag: str, value) -> str:
+    """What to pass to get ``value`` for ``flag`` ("leave out FLAG" where the value is the absence)."""
+    if value is None or value is False or value == {}:
+        return f"leave out {flag}"
+    if value is True:
+        return f"pass {flag}"
+    return f"pass {flag} {_describe(value)}"
+
+
+def _check_resume_settings(saved: dict | None, current: dict, path: Path, warn) -> None:
+    """Compare the settings of this run with those of the checkpoint's run (``saved``, from ``path``).
+
+    Refused (a :class:`InputError` naming the flag, the checkpoint's value and the fix): anything that would make
+    the resumed run differ from the uninterrupted one (the keys of ``_SAME_ON_RESUME``, the data by content,
+    the number of processes, the compact model's config), and ``--lr``/``--weight-decay`` given with another
+    value than the checkpoint's (left out, the checkpoint's are used: they are restored with the optimizer).
+    Accepted: another ``--steps``/``--max-minutes`` (the cosine schedule follows them from the checkpoint's step
+    on); with one ``warn`` line each: another ``--init`` (the checkpoint's weights replace it), the same
+    manifests at another path. Only the keys present in both are compared; ``saved`` None (a checkpoint from before settings were
+    recorded) is checked by the caller."""
+    if saved is None:
+        return
+    new_run = "or start a new run in another -o"
+    for key, flag in _SAME_ON_RESUME.items():
+        if key in current and key in saved and current[key] != saved[key]:
+            raise InputError(
+                f"{flag} {_describe(current[key])} differs from the checkpoint's {_describe(saved[key])} ({path}); "
+                f"{_as_flag(flag, saved[key])} to resume, {new_run}"
+            )
+    for key, flag in _RESTORED_ON_RESUME.items():
+        if current.get(key) is not None and key in saved and current[key] != saved[key]:
+            raise InputError(
+                f"{flag} {current[key]} differs from the checkpoint's {saved[key]} ({path}; restored with the "
+                f"optimizer state); leave out {flag} or pass {flag} {saved[key]} to resume, {new_run}"
+            )
+    if "data" in current and "data" in saved:
+        cur, old = current["data"], saved["data"]
+        if [d["sha256"] for d in cur] != [d["sha256"] for d in old]:
+            paths = " ".join(d["path"] for d in old)
+            changed = [c["path"] for c, o in zip(cur, old) if c["path"] == o["path"] and c["sha256"] != o["sha256"]]
+            what = f" ({', '.join(changed)} changed since)" if changed and len(cur) == len(old) else ""
+            raise InputError(
+                f"--data {' '.join(d['path'] for d in cur)} differs from the checkpoint's {paths}{what} ({path}; "
+                f"compared by the sha256 of each manifest); pass --data {paths} with the manifests as they were "
+                f"to resume, {new_run}"
+            )
+        if [d["path"] for d in cur] != [d["path"] for d in old]:
+            warn(f"--data: the manifests moved since the checkpoint ({path}), with the same bytes; resuming")
+    if "num_processes" in current and "num_processes" in saved and current["num_processes"] != saved["num_processes"]:
+        raise InputError(
+            f"this run has {current['num_processes']} process(es), the checkpoint's had {saved['num_processes']} "
+            f"({path}; it sets which samples each process sees); launch with accelerate launch --num_processes "
+            f"{saved['num_processes']} to resume, {new_run}"
+        )
+    if current.get("model_config") is not None and saved.get("model_config") is not None:
+        cur, old = current["model_config"], saved["model_config"]
+        diff = [f"{k} {cur.get(k)} ≠ {old.get(k)}" for k in sorted(set(cur) | set(old)) if cur.get(k) != old.get(k)]
+        if diff:
+            raise InputError(
+                f"--config/--init: the model's config differs from the checkpoint's ({'; '.join(diff)}; {path}); "
+                f"resume with the --config/--init of the run that wrote it, {new_run}"
+            )
+    if "init" in current and "init" in saved and current["init"] != saved["init"]:
+        warn(
+            f"--init {_describe(current['init'])} differs from the checkpoint's {_describe(saved['init'])} ({path}); "
+            "the checkpoint's weights are used (--init only starts a new run)"
+        )
+
+
+def _scaler_state(scaler) -> dict | None:
+    """The fp16 GradScaler's state as JSON (a few floats and ints), or None without an enabled scaler."""
+    if scaler is None:
+        return None
+    state = scaler.state_dict()
+    return {k: (int(v) if isinstance(v, int) else float(v)) for k, v in state.items()} or None
+
+
+def _restore_scaler(scaler, state, path: Path, fix: str) -> None:
+    """Load a state from :func:`_scaler_state` into ``scaler``; a malformed one is a :class:`CheckpointError`."""
+    keys = {"scale": float, "growth_factor": float, "backoff_factor": float, "growth_interval": int}
+    ok = isinstance(state, dict) and all(
+        isinstance(state.get(k), (int, float)) and not isinstance(state.get(k), bool) and math.isfinite(state[k])
+        for k in keys
+    )
+    ok = ok and state["scale"] > 0 and isinstance(state.get("_growth_tracker"), int)
+    if not ok:
+        raise CheckpointError(f"{path}: grad_scaler state invalid ({state!r:.120}); {fix}")
+    scaler.load_state_dict({**{k: t(state[k]) for k, t in keys.items()}, "_growth_tracker": state["_growth_tracker"]})
+
+
 def _open_log(path: Path, resumed_step: int | None):
     """``OUT/loss.jsonl`` for appending: emptied on a fresh run (``resumed_step`` None); on resume, cut to the
     lines with step ≤ ``resumed_step`` (one per step, lines cut by a crash dropped)."""
@@ -757,6 +948,11 @@ def _check_args(args) -> None:
         raise InputError(f"--max-minutes {args.max_minutes}: pass a positive number of minutes, or leave it out")
     if args.model == "compact" and args.freeze_backbone:
         raise InputError("--freeze-backbone: only for the dav2-dsfa presets; the compact model trains whole")
+    if args.resume and args.overwrite:
+        raise InputError(
+            "--overwrite: not with --resume (--resume continues OUT/last, --overwrite deletes it and starts over); "
+            "pass one of them"
+        )
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder; choose another output folder with -o")
@@ -791,13 +987,43 @@ def run(args: argparse.Namespace) -> int:
     if is_main and out.is_dir():
         _recover_last(out)
     accelerator.wait_for_everyone()
+    if not args.resume and not args.overwrite and last.exists():
+        raise OutputError(
+            f"{out} holds a checkpoint of an earlier run ({last}); pass --resume to continue it, or --overwrite to "
+            "start over"
+        )
     resume = args.resume and last.exists()
-    if args.resume and not resume and is_main:
-        sys.stderr.write(f"warning: --resume: no checkpoint in {last}; starting from step 0\n")
+
+    def warn(message: str) -> None:
+        if is_main:
+            sys.stderr.write(f"warning: {message}\n")
+
+    if args.resume and not resume:
+        warn(f"--resume: no checkpoint in {last}; starting from step 0")
     saved = _read_last(last, args.model) if resume else None  # checked before anything is built or written
+    settings = _run_settings(args, accelerator.num_processes)
+    saved_settings = None
+    if saved is not None:
+        saved_settings = saved["state"].get("settings")
+        if saved_settings is None:
+            warn(
+                f"{last / 'state.json'} records no run settings (a checkpoint from before they were kept): "
+                "--data, --batch-size, --seed and the other flags cannot be checked against it; resume with the "
+                "flags of the run that wrote it"
+            )
+        elif not isinstance(saved_settings, dict):
+            raise CheckpointError(
+                f"{last / 'state.json'}: settings invalid (not a JSON object); delete {last} to start over "
+                "(or run without --resume)"
+            )
+        _check_resume_settings(saved_settings, settings, last / "state.json", warn)
 
     torch.manual_seed(args.seed)
     model, step_fn, lr, wd, size, multiple = _build(args)
+    built = _model_settings(args, model, size)
+    if saved is not None:  # before the (slow) scene loading
+        _check_resume_settings(saved_settings, built, last / "state.json", warn)
+    settings.update(built)
     if args.gradient_checkpointing:
         if args.model == "compact":
             model.gradient_checkpointing = True
@@ -870,8 +1096,21 @@ def run(args: argparse.Namespace) -> int:
                 torch.cuda.set_rng_state(rng["cuda"], accelerator.device)
         except (RuntimeError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{last / 'rng.safetensors'}: invalid RNG state ({exc}); {fix}") from exc
+        if accelerator.scaler is not None:
+            if "grad_scaler" in state:
+                _restore_scaler(accelerator.scaler, state["grad_scaler"], last / "state.json", fix)
+            else:
+                warn(
+                    f"{last / 'state.json'}: no fp16 GradScaler state in the checkpoint; the loss scale starts "
+                    "over at its initial value"
+                )
         step, epoch, pos = state["step"], state["epoch"], state["batch_in_epoch"]
         clock["before"] = float(state["elapsed_s"])
+        if saved_settings is not None:  # kept as they were when the run started (provenance)
+            settings["init"] = saved_settings.get("init", settings["init"])
+    # the values the optimizer trains with (on resume: restored from the checkpoint)
+    settings["lr"] = float(sched.base_lrs[0])
+    settings["weight_decay"] = float(optimizer.param_groups[0]["weight_decay"])
     model.train()
     n_batches = len(loader)
     if n_batches == 0:
@@ -902,7 +1141,11 @@ def run(args: argparse.Namespace) -> int:
             "elapsed_s": elapsed(),
             "drop_rng": _pyrandom_state(drop_rng),
             "scheduler": sched.state_dict(),
+            "settings": settings,
         }
+        scaler = _scaler_state(accelerator.scaler)
+        if scaler is not None:
+            state["grad_scaler"] = scaler
         return rng, state
 
     bar = tqdm(total=args.steps, initial=step, desc=f"stage2 {args.model}", disable=not is_main)
