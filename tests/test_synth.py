@@ -240,6 +240,27 @@ def test_stack_equals_direct_render_call(tiny):
             assert rec["disp_focus"] == pytest.approx(float((1.0 / scene.depth).max()), rel=1e-6)
 
 
+def test_sensor_noise_is_per_scene_gaussian_on_every_frame(tiny, tmp_path):
+    """``noise``: each scene draws σ ≤ the maximum; every frame (reference and image.png included) is the
+    noise-free dataset's frame plus independent Gaussian noise of that σ (up to 8-bit storage), and the scenes,
+    splits and focus planes are those of the noise-free dataset."""
+    noisy = make_tiny_dataset(tmp_path / "noisy", n=3, noise=0.02)
+    assert json.loads((noisy.parent / "dataset.json").read_text())["noise"] == 0.02
+    for clean_line, noisy_line in zip(tiny.read_text().splitlines(), noisy.read_text().splitlines()):
+        clean_rec, rec = json.loads(clean_line), json.loads(noisy_line)
+        sigma = rec.pop("noise_sigma")
+        assert "noise_sigma" not in clean_rec and 0.0 <= sigma <= 0.02
+        assert rec == clean_rec
+        clean, stack = read_stack(tiny.parent / rec["stack"]), read_stack(noisy.parent / rec["stack"])
+        assert stack.extra["noise_sigma"] == sigma
+        residuals = [got - want for got, want in zip(stack.frames, clean.frames)]
+        inside = [r[(w > 0.1) & (w < 0.9)] for r, w in zip(residuals, clean.frames)]  # away from clipping
+        for r in inside:  # σ of the noise, quantised twice (each adds 1/255²/12 of variance)
+            assert np.sqrt(max(r.var() - 2 / 12 / 255**2, 0.0)) == pytest.approx(sigma, rel=0.15, abs=1e-3)
+        assert abs(np.corrcoef(inside[0][:200], inside[1][:200])[0, 1]) < 0.3  # independent per frame
+        np.testing.assert_array_equal(read_image(noisy.parent / rec["image"]), stack.frames[0])
+
+
 def test_byte_identical_and_worker_independent(tiny, tmp_path):
     again = make_tiny_dataset(tmp_path / "again", n=3, workers=2)
     assert tree_bytes(tiny.parent) == tree_bytes(again.parent)
@@ -354,6 +375,9 @@ def test_cli_synth_writes_dataset_and_preview(tmp_path, capsys):
         (["--scenes", "1", "--depth-range", "5", "2"], "--depth-range"),
         (["--scenes", "1", "--depth-range", "0", "2"], "--depth-range"),
         (["--scenes", "1", "--depth-range", "x", "2"], "--depth-range"),
+        (["--scenes", "1", "--noise", "-0.01"], "--noise"),
+        (["--scenes", "1", "--noise", "0.5"], "--noise"),
+        (["--scenes", "1", "--noise", "nan"], "--noise"),
     ],
 )
 def test_cli_synth_bad_arguments(tmp_path, capsys, argv, flag):

@@ -1,5 +1,5 @@
 """``bokehdepth synth -o DIR --scenes N [--size S] [--K K …] [--depth-range NEAR FAR] [--seed SEED]
-[--workers W] [--K-convention metric|normalized]``: procedural scenes with metric depth, calibrated stacks and a manifest."""
+[--workers W] [--K-convention metric|normalized] [--noise SIGMA]``: procedural scenes with metric depth, calibrated stacks and a manifest."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="scene depth range in metres (default 0.5 20; FAR >= 4 x NEAR); e.g. 0.5 5 for rooms and table "
         "tops, where a short-tele aperture bracket resolves depth",
     )
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        metavar="SIGMA",
+        help="largest sensor-noise σ (display values, 0-1 scale, at most 0.1): each scene draws its σ from "
+        "[0, SIGMA] and every frame gets Gaussian noise of it before 8-bit storage, like a photo (default 0)",
+    )
     p.add_argument("--seed", type=int, default=0, help="master seed (default 0)")
     p.add_argument("--workers", type=int, default=1, metavar="W", help="worker processes (default 1)")
     p.add_argument(
@@ -63,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         K_convention=args.K_convention,
         workers=args.workers,
+        noise=args.noise,
         **extra,
         progress=sys.stderr.isatty() and not args.no_progress,
     )

@@ -24,7 +24,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,9 @@ class DatasetConfig:
             :data:`~bokehdepth.synth.scenes.DEPTH_RANGE`); a ``dataset.json`` without it was made with the default.
         backend: renderer backend of the stacks (``"cpu"``: numba; ``"torch"`` differs at the 40 dB level, so a
             folder is resumed with the backend that started it).
+        noise: largest sensor-noise σ (display values, 0–1 scale); each scene draws its σ uniformly from
+            [0, noise] and every frame (the sharp reference and ``image.png`` included) gets independent
+            Gaussian noise of that σ before 8-bit storage, as a photo would. 0 (default): noise-free.
     """
 
     n_scenes: int
@@ -69,6 +72,11 @@ class DatasetConfig:
     format_version: int = FORMAT_VERSION
     depth_range: tuple[float, float] = DEPTH_RANGE
     backend: str = "cpu"
+    noise: float = 0.0
+
+
+MAX_NOISE = 0.1
+"""Largest accepted ``--noise`` σ (display values)."""
 
 
 def _draw_seed(seed: int, index: int, attempt: int) -> int:
@@ -141,6 +149,13 @@ def make_sample(
             gamma=cfg.gamma,
             backend=backend,
         )
+    image = scene.image
+    if cfg.noise > 0:  # drawn only with noise, so noise-free datasets keep their scenes bit for bit
+        sigma = float(rng.uniform(0.0, cfg.noise))
+        noise_rng = np.random.default_rng(np.random.SeedSequence([int(cfg.seed), int(index), 3]))
+        frames = [np.clip(f + noise_rng.normal(0.0, sigma, f.shape), 0.0, 1.0).astype(np.float32) for f in stack.frames]
+        stack = replace(stack, frames=frames, extra={**stack.extra, "noise_sigma": sigma})
+        image = frames[stack.reference]
     record = {
         "id": sid,
         "image": f"{sid}/image.png",
@@ -164,7 +179,7 @@ def make_sample(
     stack.extra["scene_seed"] = s_seed
     stack.extra["scene_depth_range"] = [float(v) for v in cfg.depth_range]
     with atomic_dir(out_dir / sid) as tmp:
-        write_image(tmp / "image.png", scene.image)
+        write_image(tmp / "image.png", image)
         write_depth(tmp / "depth.npy", scene.depth)
         write_image(tmp / "mask.png", scene.subject_mask.astype(np.float32))
         write_stack(stack, tmp / "stack")
@@ -261,6 +276,7 @@ def generate_dataset(
     backend: str = "cpu",
     progress: bool = True,
     depth_range: Sequence[float] = DEPTH_RANGE,
+    noise: float = 0.0,
 ) -> Path:
     """Generate (or resume) a synthetic dataset; return the path of its ``manifest.jsonl``.
 
@@ -277,6 +293,7 @@ def generate_dataset(
         depth_range: ``(near, far)`` scene depth range in metres (far ≥ 4·near).
         backend: renderer backend (``"cpu"`` numba by default).
         progress: show a tqdm bar.
+        noise: largest per-scene sensor-noise σ (display values, see :class:`DatasetConfig`; 0: none).
     """
     from tqdm.auto import tqdm
 
@@ -299,6 +316,8 @@ def generate_dataset(
         near_far = check_depth_range(tuple(depth_range))  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise InputError(f"--depth-range: {exc}") from None
+    if not (np.isfinite(noise) and 0.0 <= noise <= MAX_NOISE):
+        raise InputError(f"--noise: sensor-noise σ must be in [0, {MAX_NOISE}] (display values), got {noise}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; choose another output path")
@@ -313,6 +332,7 @@ def generate_dataset(
         gamma=float(gamma),
         depth_range=near_far,
         backend=str(backend),
+        noise=float(noise),
     )
     _check_blur_size(Ks, K_convention, size, *near_far)
     _check_config(out, cfg)
