@@ -1,8 +1,10 @@
-"""Shared fixtures for the sweep tests: textured images and rendered plane stacks."""
+"""Shared fixtures for the sweep and depth tests: textured images, rendered plane stacks, EXIF photos."""
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
 from bokehdepth.io import Stack
 
@@ -38,3 +40,20 @@ def plane_stack(
         stack.frames = [np.clip(f + rng.normal(0.0, noise, f.shape), 0, 1).astype(np.float32) for f in stack.frames]
     stack.focus_side = focus_side
     return stack
+
+
+def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50):
+    """Write ``img`` (H, W, 3 in [0, 1]) as an 8-bit photo with the EXIF lens tags given (None: tag left out)."""
+    exif = Image.Exif()
+    exif[0x010F] = "bokehdepth-test"  # Make: Pillow writes no PNG eXIf chunk for an empty IFD0
+    sub = exif.get_ifd(0x8769)
+    if fnumber is not None:
+        sub[0x829D] = IFDRational(round(fnumber * 10), 10)
+    if focal is not None:
+        sub[0x920A] = IFDRational(round(focal), 1)
+    if subject is not None:
+        sub[0x9206] = IFDRational(round(subject * 100), 100)
+    if f35 is not None:
+        sub[0xA405] = f35
+    Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path, exif=exif, quality=98)
+    return path

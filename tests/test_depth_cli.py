@@ -120,3 +120,96 @@ def test_compact_predictor_passes_the_stacks_gamma(scene, monkeypatch):
     monkeypatch.setattr(pred.model, "cost_volume", lambda *a, **kw: seen.append(kw.get("gamma")) or real(*a, **kw))
     res = pred.predict(stack.frames[0], stack)
     assert seen == [1.0] and res.info["stack_gamma"] == 1.0
+
+
+# ------------------------------------------------------------------------------------------------ photos
+F_NUMBERS = (8.0, 4.0, 2.0, 1.4)
+
+
+def _photo_bracket(tmp_path, seed, focus_mode="near", f_numbers=F_NUMBERS, focus_m=None):
+    """An aperture bracket of 'photos' (8-bit JPEG-quality PNGs with EXIF: 105 mm, the f-numbers, the focus
+    distance) of a synthetic 0.5–5 m scene at 128 px, each rendered at the K the thin-lens model gives on a
+    36 mm sensor. Returns (paths, true depth, focus_side, K per photo)."""
+    from helpers_sweep import save_photo
+
+    from bokehdepth.lens import k_from_camera
+    from bokehdepth.synth.scenes import make_scene as synth_scene
+    from bokehdepth.synth.stacks import choose_focus, render_scene_stack
+
+    scene = synth_scene(seed, 128, depth_range=(0.5, 5.0))
+    df, side, _ = choose_focus(scene.depth, np.random.default_rng(seed), scene.disp_focus, mode=focus_mode)
+    focus = [round(1.0 / df, 2)] * len(f_numbers) if focus_m is None else list(focus_m)
+    Ks = [float(k_from_camera(105, n, s, 36.0, 128)) for n, s in zip(f_numbers, focus)]
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (n, s, k) in enumerate(zip(f_numbers, focus, Ks)):
+        frame = render_scene_stack(scene.image, scene.depth, [k], 1.0 / s).frames[1]
+        paths.append(save_photo(tmp_path / f"IMG_{i}.png", frame, fnumber=n, focal=105, subject=s, f35=105))
+    return paths, scene.depth, side, Ks
+
+
+def test_depth_from_an_aperture_bracket_of_photos(tmp_path):
+    """Real-photo route: K comes from each photo's EXIF (checked against the thin-lens model), the sharpest
+    photo is the reference, depth comes back at the photos' size, and the bracket's defocus makes the depth
+    much closer to the truth than the same model on the reference photo alone."""
+    from bokehdepth.eval.metrics import compute_metrics
+    from bokehdepth.io import read_image
+
+    errs = {"stack": [], "single": []}
+    for seed, mode in [(seed, mode) for seed in (20000, 20001) for mode in ("near", "far", "subject")]:
+        paths, depth, side, Ks = _photo_bracket(tmp_path / f"{seed}{mode}", seed, mode)
+        for arm, extra in (("stack", []), ("single", ["--single-frame"])):
+            out = tmp_path / f"{seed}{mode}_{arm}"
+            argv = ["depth", "--photos", *map(str, paths), "--sensor-mm", "36", *extra]
+            argv += ["--focus-side", side] if side else []
+            assert main([*argv, "-o", str(out)]) == 0
+            pred = np.load(out / "depth.npy")
+            assert pred.dtype == np.float32 and pred.shape == read_image(paths[0]).shape[:2]
+            errs[arm].append(compute_metrics(pred, depth)["abs_rel"])
+        info = json.loads((tmp_path / f"{seed}{mode}_stack" / "depth_info.json").read_text())
+        assert info["K"] == pytest.approx(Ks, rel=1e-6) and info["K_convention"] == "metric"
+        assert info["image"] == str(paths[0]) and info["stack"] is None  # f/8: the sharpest photo
+        assert [lens["f_number"] for lens in info["lens"]] == list(F_NUMBERS)
+        assert info["disp_focus"] == pytest.approx(1.0 / info["lens"][0]["focus_m"])
+        assert info["focus_side"] == side
+        assert info["side_rule"] == ("recorded focus_side" if side else "relative")
+    assert np.mean(errs["stack"]) < 0.7 * np.mean(errs["single"]), errs
+
+
+def test_a_focus_bracket_is_refused_with_the_sweep_named(tmp_path, capsys):
+    paths, *_ = _photo_bracket(tmp_path, 20002, f_numbers=(2.0, 2.0), focus_m=(1.0, 3.0))
+    out = tmp_path / "out"
+    assert main(["depth", "--photos", *map(str, paths), "--sensor-mm", "36", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --photos: a focus bracket (focus 1-3 m)") and "bokehdepth sweep --photos" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["img.png", "--photos", "a.png", "b.png"], "not both"),
+        (["--stack", "stack", "--photos", "a.png", "b.png"], "not both"),
+        (["img.png"], "--stack STACK_DIR missing"),
+        (["--stack", "stack"], "IMAGE missing"),
+    ],
+)
+def test_image_stack_and_photos_combinations(scene, capsys, argv, needle):
+    out = scene / "out"
+    assert main(["depth", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: depth:") and needle in err and not out.exists()
+
+
+def test_photo_flags_with_a_stack_warn_and_focus_side_overrides(scene, capsys):
+    out = scene / "out"
+    argv = ["depth", str(scene / "img.png"), "--stack", str(scene / "stack"), "--focal-mm", "50"]
+    assert main([*argv, "--focus-m", "2", "--focus-side", "far", "-o", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "warning: --focal-mm ignored: it applies to --photos only; a stack folder carries its K and focus in "
+        "stack.json",
+        "warning: --focus-m ignored: it applies to --photos only; a stack folder carries its K and focus in stack.json",
+    ]
+    info = json.loads((out / "depth_info.json").read_text())
+    assert info["focus_side"] == "far" and info["ignored_flags"] == ["--focal-mm", "--focus-m"]

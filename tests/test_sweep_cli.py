@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from helpers_sweep import plane_stack, texture
+from helpers_sweep import plane_stack, save_photo, texture
 from PIL import Image
-from PIL.TiffImagePlugin import IFDRational
 
 from bokehdepth.cli import main
 from bokehdepth.io import Stack, write_stack
@@ -174,22 +173,6 @@ def test_cli_bad_flags(two_plane_stack, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ photos
-def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50):
-    exif = Image.Exif()
-    exif[0x010F] = "bokehdepth-test"  # Make: Pillow writes no PNG eXIf chunk for an empty IFD0
-    sub = exif.get_ifd(0x8769)
-    if fnumber is not None:
-        sub[0x829D] = IFDRational(round(fnumber * 10), 10)
-    if focal is not None:
-        sub[0x920A] = IFDRational(round(focal), 1)
-    if subject is not None:
-        sub[0x9206] = IFDRational(round(subject * 100), 100)
-    if f35 is not None:
-        sub[0xA405] = f35
-    Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path, exif=exif, quality=98)
-    return path
-
-
 def test_cli_photo_aperture_bracket(tmp_path, capsys):
     """Three 'photos' of a plane at 4 m focused at 2 m, f/8, f/2.8, f/1.4, rendered with K from the lens model
     (50 mm on a 3.6 mm-wide sensor, i.e. a 35 mm equivalent of 500 mm, 96 px wide), with EXIF; the sweep

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from .photo_flags import add_photo_arguments, ignore_flags, load_bracket_from_args, photo_only_flags_given
 
 SWEEP_OUTPUTS = (
     "depth.npy",
@@ -42,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "K (r = K·|disp − disp_focus|) to get the inverse-depth offset, then metric depth.",
     )
     p.add_argument("stack", nargs="?", help="stack folder (frame_*.png + stack.json)")
-    p.add_argument("--photos", nargs="+", metavar="PHOTO", help="an aperture or focus bracket of photos (EXIF)")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument(
         "--focus-side",
@@ -71,14 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="normalized stacks only: write only the normalised offset (no depth); ignored with a warning for "
         "metric stacks and photos",
     )
-    p.add_argument(
-        "--focus-m", nargs="+", type=float, help="focus distance in m (stack: one value; photos: one or per photo)"
-    )
-    p.add_argument("--focal-mm", type=float, help="photos: focal length in mm (EXIF FocalLength)")
-    p.add_argument("--f-number", nargs="+", type=float, help="photos: f-number, one or per photo (EXIF FNumber)")
-    p.add_argument("--sensor-mm", type=float, help="photos: sensor width in mm (else from FocalLengthIn35mmFilm)")
-    p.add_argument(
-        "--max-width", type=int, default=None, help="photos: working width cap in px (0 = full size; default 1024)"
+    add_photo_arguments(
+        p,
+        photos_help="an aperture or focus bracket of photos (EXIF)",
+        focus_help="focus distance in m (stack: one value; photos: one or per photo)",
     )
     p.add_argument(
         "--device",
@@ -88,14 +84,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--progress", action="store_true", help="show progress bars")
     p.set_defaults(func=run)
-
-
-def _ignore(args: argparse.Namespace, flags: dict[str, bool], why: str) -> None:
-    """Warn (one ``warning:`` line each) about the flags in ``flags`` that were given and do not apply."""
-    for flag, given in flags.items():
-        if given:
-            sys.stderr.write(f"warning: {flag} ignored: {why}\n")
-            args.ignored_flags.append(flag)
 
 
 def _config(args: argparse.Namespace, focus_m: float | None, *, side: bool = True, normalized: bool = False):
@@ -119,14 +107,9 @@ def _run_stack(args: argparse.Namespace):
     from ..io import read_stack, stack_metadata_path
     from ..sweep import check_config, normalized_disp_range, sweep_stack
 
-    _ignore(
+    ignore_flags(
         args,
-        {
-            "--focal-mm": args.focal_mm is not None,
-            "--f-number": args.f_number is not None,
-            "--sensor-mm": args.sensor_mm is not None,
-            "--max-width": args.max_width is not None,
-        },
+        photo_only_flags_given(args),
         "it applies to --photos only; a stack folder carries its K in stack.json",
     )
     if args.focus_m is not None and len(args.focus_m) != 1:
@@ -137,7 +120,7 @@ def _run_stack(args: argparse.Namespace):
     normalized = stack.K_convention == "normalized"
     if normalized:
         if args.offset_only:
-            _ignore(
+            ignore_flags(
                 args,
                 {"--focus-m": args.focus_m is not None, "--focus-side": args.focus_side is not None},
                 "--offset-only writes no depth",
@@ -150,7 +133,7 @@ def _run_stack(args: argparse.Namespace):
                 "--offset-only for the normalised offset"
             )
     else:
-        _ignore(
+        ignore_flags(
             args,
             {"--disp-range": args.disp_range is not None, "--offset-only": args.offset_only},
             f"{where} is a metric stack (K in px·m), which has a metric scale of its own",
@@ -162,25 +145,17 @@ def _run_stack(args: argparse.Namespace):
 def _run_photos(args: argparse.Namespace):
     from ..sweep import check_config, sweep_stack
     from ..sweep_focus import sweep_focus_bracket
-    from ..sweep_photos import load_photo_bracket
 
-    _ignore(
+    ignore_flags(
         args,
         {"--disp-range": args.disp_range is not None, "--offset-only": args.offset_only},
         "photos give a metric stack (K in px·m from the lens settings)",
     )
     check_config(_config(args, None))
-    bracket = load_photo_bracket(
-        args.photos,
-        focal_mm=args.focal_mm,
-        f_number=args.f_number,
-        focus_m=args.focus_m,
-        sensor_mm=args.sensor_mm,
-        max_width=1024 if args.max_width is None else args.max_width,
-    )
+    bracket = load_bracket_from_args(args)
     where = "--photos"
     if bracket.kind == "focus":
-        _ignore(
+        ignore_flags(
             args,
             {"--focus-side": args.focus_side is not None},
             "this is a focus bracket, whose depth search settles front/behind itself",

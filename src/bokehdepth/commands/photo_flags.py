@@ -1,0 +1,58 @@
+"""The flags that describe a real photo bracket (``--photos`` and its EXIF overrides), shared by ``sweep`` and
+``depth``, and the one-line warning for a flag that does not apply to the input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_MAX_WIDTH = 1024
+"""Working width cap (px) for photos when ``--max-width`` is not given."""
+
+PHOTO_ONLY_FLAGS = ("--focal-mm", "--f-number", "--sensor-mm", "--max-width")
+"""Flags that apply to ``--photos`` only (``--focus-m`` is shared with stacks in ``sweep``)."""
+
+
+def add_photo_arguments(p: argparse.ArgumentParser, *, photos_help: str, focus_help: str) -> None:
+    """Add ``--photos``, ``--focus-m``, ``--focal-mm``, ``--f-number``, ``--sensor-mm`` and ``--max-width``."""
+    p.add_argument("--photos", nargs="+", metavar="PHOTO", help=photos_help)
+    p.add_argument("--focus-m", nargs="+", type=float, help=focus_help)
+    p.add_argument("--focal-mm", type=float, help="photos: focal length in mm (EXIF FocalLength)")
+    p.add_argument("--f-number", nargs="+", type=float, help="photos: f-number, one or per photo (EXIF FNumber)")
+    p.add_argument("--sensor-mm", type=float, help="photos: sensor width in mm (else from FocalLengthIn35mmFilm)")
+    p.add_argument(
+        "--max-width",
+        type=int,
+        default=None,
+        help=f"photos: working width cap in px (0 = full size; default {DEFAULT_MAX_WIDTH})",
+    )
+
+
+def photo_only_flags_given(args: argparse.Namespace) -> dict[str, bool]:
+    """``{flag: given}`` for :data:`PHOTO_ONLY_FLAGS` (for :func:`ignore_flags`)."""
+    return {flag: getattr(args, flag[2:].replace("-", "_")) is not None for flag in PHOTO_ONLY_FLAGS}
+
+
+def load_bracket_from_args(args: argparse.Namespace):
+    """:func:`bokehdepth.sweep_photos.load_photo_bracket` on ``args.photos`` with the flags' overrides."""
+    from ..sweep_photos import load_photo_bracket
+
+    return load_photo_bracket(
+        args.photos,
+        focal_mm=args.focal_mm,
+        f_number=args.f_number,
+        focus_m=args.focus_m,
+        sensor_mm=args.sensor_mm,
+        max_width=DEFAULT_MAX_WIDTH if args.max_width is None else args.max_width,
+    )
+
+
+def ignore_flags(args: argparse.Namespace, flags: dict[str, bool], why: str) -> None:
+    """Warn (one ``warning: FLAG ignored: why`` line each on stderr) about the flags in ``flags`` that were
+    given and do not apply; they are appended to ``args.ignored_flags`` (created if missing)."""
+    if not hasattr(args, "ignored_flags"):
+        args.ignored_flags = []
+    for flag, given in flags.items():
+        if given:
+            sys.stderr.write(f"warning: {flag} ignored: {why}\n")
+            args.ignored_flags.append(flag)
