@@ -185,6 +185,15 @@ def test_a_focus_bracket_is_refused_with_the_sweep_named(tmp_path, capsys):
     assert err.count("\n") == 1 and not out.exists()
 
 
+def test_one_photo_is_not_a_bracket(tmp_path, capsys):
+    paths, *_ = _photo_bracket(tmp_path, 20003, f_numbers=(2.0,))
+    out = tmp_path / "out"
+    assert main(["depth", "--photos", str(paths[0]), "--sensor-mm", "36", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --photos: a bracket needs at least 2 photos of the same scene, got 1\n"
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "argv, needle",
     [

@@ -99,7 +99,7 @@ def load_photo_bracket(
 
     paths = [Path(p) for p in paths]
     if len(paths) < 2:
-        raise InputError(f"--photos: the sweep needs at least 2 photos of the same scene, got {len(paths)}")
+        raise InputError(f"--photos: a bracket needs at least 2 photos of the same scene, got {len(paths)}")
     n = len(paths)
     fnums = _per_photo(f_number, n, "--f-number")
     focuses = _per_photo(focus_m, n, "--focus-m")
