@@ -230,6 +230,26 @@ def test_atomic_dir_has_normal_permissions(tmp_path):
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o755
 
 
+def test_atomic_file_has_normal_or_the_replaced_files_permissions(tmp_path):
+    """A writer that makes owner-only files (safetensors does) still yields a file with the usual permissions,
+    and a rewrite keeps the permissions the user gave the earlier file."""
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "w.safetensors"
+    mask = os.umask(0o022)
+    try:
+        with io.atomic_file(target) as tmp:
+            save_file({"a": torch.zeros(1)}, str(tmp))
+        assert target.stat().st_mode & 0o777 == 0o644
+        target.chmod(0o640)
+        with io.atomic_file(target) as tmp:
+            save_file({"a": torch.ones(1)}, str(tmp))
+    finally:
+        os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
 def test_atomic_dir_merges_into_existing(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("k")

@@ -78,12 +78,17 @@ def _ensure_parent(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file gets the usual permissions (``0o666`` less the umask), or those of the file it replaces, whatever
+    the writer created it with (safetensors, for one, makes its files owner-only)."""
     path = Path(path)
     _ensure_parent(path)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
     try:
         yield tmp
+        if tmp.is_file() and not tmp.is_symlink():
+            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
