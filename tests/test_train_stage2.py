@@ -88,17 +88,21 @@ def test_compact_cost_volume_and_stack_dropout(manifest, tmp_path, monkeypatch):
     assert all(c is not None and c.shape == (2, 4, 32, 32) for _, c in seen)  # the cached cost volumes
 
 
+TINY_DAV2 = dict(
+    hidden_size=32,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    out_indices=[1, 2, 3, 4],
+    neck_hidden_sizes=[8, 16, 32, 32],
+    fusion_hidden_size=16,
+    dsfa_heads=2,
+    initializer_range=0.1,
+)
+"""A tiny DAv2-DSFA config (``--config``) for CPU tests."""
+
+
 def test_dav2_preset_two_steps_tiny(manifest, tmp_path):
-    tiny = dict(
-        hidden_size=32,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        out_indices=[1, 2, 3, 4],
-        neck_hidden_sizes=[8, 16, 32, 32],
-        fusion_hidden_size=16,
-        dsfa_heads=2,
-        initializer_range=0.1,
-    )
+    tiny = dict(TINY_DAV2)
     out = tmp_path / "dav2"
     args = ["train", "stage2", "--model", "dav2-dsfa-s", "--data", str(manifest), "-o", str(out), "--steps", "2"]
     args += ["--batch-size", "2", "--size", "28", "--config", json.dumps(tiny), "--gradient-checkpointing"]
@@ -417,16 +421,6 @@ def _tiny_batch():
 
 
 # ------------------------------------------------------------------------------------------------ review fixes
-TINY_DAV2 = dict(
-    hidden_size=32,
-    num_hidden_layers=4,
-    num_attention_heads=2,
-    out_indices=[1, 2, 3, 4],
-    neck_hidden_sizes=[8, 16, 32, 32],
-    fusion_hidden_size=16,
-    dsfa_heads=2,
-    initializer_range=0.1,
-)
 
 
 def test_logged_lr_is_the_lr_the_step_trained_with(manifest, tmp_path):
