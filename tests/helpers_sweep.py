@@ -42,10 +42,13 @@ def plane_stack(
     return stack
 
 
-def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50):
-    """Write ``img`` (H, W, 3 in [0, 1]) as an 8-bit photo with the EXIF lens tags given (None: tag left out)."""
+def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50, orientation=None):
+    """Write ``img`` (H, W, 3 in [0, 1]) as an 8-bit photo with the EXIF lens tags given (None: tag left out);
+    ``orientation``: the EXIF Orientation tag (``img`` is the stored, not the upright, picture)."""
     exif = Image.Exif()
     exif[0x010F] = "bokehdepth-test"  # Make: Pillow writes no PNG eXIf chunk for an empty IFD0
+    if orientation is not None:
+        exif[0x0112] = orientation
     sub = exif.get_ifd(0x8769)
     if fnumber is not None:
         sub[0x829D] = IFDRational(round(fnumber * 10), 10)

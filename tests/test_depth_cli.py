@@ -222,3 +222,84 @@ def test_photo_flags_with_a_stack_warn_and_focus_side_overrides(scene, capsys):
     ]
     info = json.loads((out / "depth_info.json").read_text())
     assert info["focus_side"] == "far" and info["ignored_flags"] == ["--focal-mm", "--focus-m"]
+
+
+def _noise_photo(path, h, w, seed, **tags):
+    from helpers_sweep import save_photo
+
+    img = np.random.default_rng(seed).uniform(0.2, 0.8, (h, w, 3))
+    return save_photo(path, img, **{"focal": 50, "subject": 2.0, "f35": 50, **tags})
+
+
+def test_photos_in_any_order_and_of_other_sizes_give_depth_at_the_reference_photos_size(tmp_path):
+    """The sharpest photo (f/8, given last, twice the others' size) is the reference: depth.npy has its size,
+    ``image`` names it, and ``K`` lists each photo's K in the order given (at the 64-px working width)."""
+    from bokehdepth.lens import k_from_camera
+
+    wide = _noise_photo(tmp_path / "f2.png", 48, 64, 0, fnumber=2.0)
+    mid = _noise_photo(tmp_path / "f4.png", 48, 64, 1, fnumber=4.0)
+    sharp = _noise_photo(tmp_path / "f8.png", 96, 128, 2, fnumber=8.0)
+    out = tmp_path / "out"
+    assert main(["depth", "--photos", str(wide), str(mid), str(sharp), "-o", str(out)]) == 0
+    assert np.load(out / "depth.npy").shape == (96, 128)
+    info = json.loads((out / "depth_info.json").read_text())
+    assert info["image"] == str(sharp) and info["photos"] == [str(wide), str(mid), str(sharp)]
+    sensor = 43.2666 / np.hypot(1.0, 0.75)  # 50 mm, 35 mm-equivalent 50 mm, 4:3 frame: the full-frame diagonal
+    want = [float(k_from_camera(50, n, 2.0, sensor, 64)) for n in (2.0, 4.0, 8.0)]
+    assert info["K"] == pytest.approx(want, rel=1e-3)
+    assert info["photo_working_size"] == [48, 64] and info["photo_size"] == [96, 128]
+
+
+def test_released_backend_without_weights_fails_before_reading_the_photos(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("BOKEHDEPTH_WEIGHTS", raising=False)
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    ok = _noise_photo(tmp_path / "ok.png", 24, 32, 0, fnumber=8.0)
+    for backend, published in (("dav2-dsfa-s", "DAV2_dsfa_release.pth"), ("udv2-dsfa", "UDv2_dsfa_release.pth")):
+        argv = ["depth", "--photos", str(ok), str(tmp_path / "broken.jpg"), "--backend", backend]
+        assert main([*argv, "--weights", str(tmp_path / "w"), "-o", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and err.count("\n") == 1 and published in err and "hf download" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case, needle", [("max-width", "error: --max-width:"), ("folder", "is a folder")])
+def test_bad_photo_arguments_name_the_flag_or_file(tmp_path, capsys, case, needle):
+    a = _noise_photo(tmp_path / "a.png", 24, 32, 0, fnumber=8.0)
+    b = _noise_photo(tmp_path / "b.png", 24, 32, 1, fnumber=2.0)
+    extra = {"max-width": [str(b), "--max-width", "-3"], "folder": [str(tmp_path)]}[case]
+    out = tmp_path / "out"
+    assert main(["depth", "--photos", str(a), *extra, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_sensor_width_from_exif_and_flags_for_real_camera_cases(tmp_path):
+    """--focal-mm corrects the focal length, not the crop factor (FocalLengthIn35mmFilm / FocalLength from the
+    EXIF: a 1.5x APS-C body is 24 mm wide whatever lens is on it), and --sensor-mm (the spec width, the long
+    side) is turned with a portrait photo's EXIF Orientation."""
+    # APS-C body reporting 50 mm (75 mm equivalent), real lens 85 mm: sensor 24 mm on a 3:2 frame
+    a = _noise_photo(tmp_path / "a.png", 32, 48, 0, fnumber=8.0, focal=50, f35=75)
+    b = _noise_photo(tmp_path / "b.png", 32, 48, 1, fnumber=2.0, focal=50, f35=75)
+    out = tmp_path / "out"
+    assert main(["depth", "--photos", str(a), str(b), "--focal-mm", "85", "-o", str(out)]) == 0
+    lens = json.loads((out / "depth_info.json").read_text())["lens"]
+    assert [s["sensor_mm"] for s in lens] == pytest.approx([24.0, 24.0], abs=0.05)
+    # full-frame 36x24 mm body held upright: stored 48x32 landscape with Orientation 6, upright 32x48
+    p = _noise_photo(tmp_path / "p.png", 32, 48, 2, fnumber=8.0, orientation=6)
+    q = _noise_photo(tmp_path / "q.png", 32, 48, 3, fnumber=2.0, orientation=6)
+    out = tmp_path / "portrait"
+    assert main(["depth", "--photos", str(p), str(q), "--sensor-mm", "36", "-o", str(out)]) == 0
+    info = json.loads((out / "depth_info.json").read_text())
+    assert np.load(out / "depth.npy").shape == (48, 32) and info["photo_size"] == [48, 32]
+    assert [s["sensor_mm"] for s in info["lens"]] == pytest.approx([24.0, 24.0], abs=1e-6)
+
+
+def test_alike_f_numbers_name_the_fix_and_single_frame_still_runs(tmp_path, capsys):
+    a = _noise_photo(tmp_path / "a.png", 24, 32, 0, fnumber=2.0)
+    b = _noise_photo(tmp_path / "b.png", 24, 32, 1, fnumber=2.1)  # K 5 % apart
+    argv = ["depth", "--photos", str(a), str(b)]
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --photos:") and "wider range of f-numbers" in err and "--single-frame" in err
+    assert main([*argv, "--single-frame", "-o", str(tmp_path / "single")]) == 0
+    assert np.load(tmp_path / "single" / "depth.npy").shape == (24, 32)

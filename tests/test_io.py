@@ -250,6 +250,49 @@ def test_atomic_file_has_normal_or_the_replaced_files_permissions(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o640
 
 
+def test_atomic_file_through_a_symlink_keeps_the_link_and_the_targets_mode(tmp_path):
+    real = tmp_path / "data" / "w.bin"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    real.chmod(0o640)
+    link = tmp_path / "w.bin"
+    link.symlink_to(real)
+    with io.atomic_file(link) as tmp:
+        tmp.write_bytes(b"new")
+        tmp.chmod(0o600)
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_bytes() == b"new" and real.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in real.parent.iterdir()) == ["w.bin"] and sorted(os.listdir(tmp_path)) == [
+        "data",
+        "w.bin",
+    ]
+
+
+def test_atomic_file_never_copies_setuid_and_survives_a_refused_chmod(tmp_path, monkeypatch):
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+    target.chmod(0o4755)
+    with io.atomic_file(target) as tmp:
+        tmp.write_bytes(b"new")
+    assert target.stat().st_mode & 0o7777 == 0o755
+
+    def refuse(*args, **kwargs):  # FAT / some network mounts refuse permission changes
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(io.os, "chmod", refuse)
+    with io.atomic_file(tmp_path / "g.bin") as tmp:
+        tmp.write_bytes(b"g")
+    assert (tmp_path / "g.bin").read_bytes() == b"g"
+
+
+def test_atomic_file_onto_a_folder_is_an_output_error(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(OutputError, match="d"):
+        with io.atomic_file(tmp_path / "d") as tmp:
+            tmp.write_bytes(b"x")
+    assert sorted(os.listdir(tmp_path)) == ["d"] and not os.listdir(tmp_path / "d")
+
+
 def test_atomic_dir_merges_into_existing(tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "keep.txt").write_text("k")

@@ -74,6 +74,8 @@ def read_exif(path: str | os.PathLike) -> dict[str, Any]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a photo; list the photo files (e.g. {path}/*.jpg)")
     if not path.is_file():
         raise InputError(f"{path}: photo not found; check the path")
     try:
@@ -136,7 +138,9 @@ def lens_settings_from_photo(
 ) -> LensSettings:
     """Camera settings of a photo from its EXIF, with explicit values overriding the tags.
 
-    The sensor width (mm) comes from ``sensor_mm`` or, failing that, from ``FocalLengthIn35mmFilm`` via
+    The sensor width (mm) comes from ``sensor_mm`` (the width as specs give it, along the stored image's width:
+    for a photo whose EXIF Orientation turns it upright by 90°, the width across the upright photo is
+    ``sensor_mm`` × width / height) or, failing that, from ``FocalLengthIn35mmFilm`` via
     :func:`bokehdepth.lens.sensor_width_from_35mm` (square pixels). ``width_px`` defaults to the photo's width
     after orientation (K is then in px·m at that width).
 
@@ -163,12 +167,19 @@ def lens_settings_from_photo(
     if math.isinf(focus):
         raise InputError(f"{path}: EXIF SubjectDistance is infinity; pass a finite focus distance with --focus-m")
     width = float(width_px) if width_px is not None else float(info["width_px"])
+    if sensor_mm is not None and info["orientation"] in (5, 6, 7, 8):
+        # the sensor width as specs give it runs along the stored image's width; an upright portrait photo's
+        # width runs along the sensor's height
+        sensor_mm = float(sensor_mm) * info["width_px"] / info["height_px"]
     if sensor_mm is None:
         if info["focal_35mm"] is None:
             raise InputError(f"{path}: EXIF has no FocalLengthIn35mmFilm to derive the sensor width; pass --sensor-mm")
         if not focal > 0:
             raise InputError(f"--focal-mm: focal length must be > 0 mm, got {focal} ({name})")
-        sensor_mm = sensor_width_from_35mm(focal, info["focal_35mm"], info["width_px"], info["height_px"])
+        # the crop factor is the camera's own pair of tags: FocalLengthIn35mmFilm / FocalLength (a --focal-mm
+        # override corrects the focal length, not the sensor)
+        exif_focal = info["focal_mm"] if info["focal_mm"] is not None and info["focal_mm"] > 0 else focal
+        sensor_mm = sensor_width_from_35mm(exif_focal, info["focal_35mm"], info["width_px"], info["height_px"])
     try:
         return LensSettings(focal, fnum, float(focus), float(sensor_mm), width)
     except InputError as exc:

@@ -80,16 +80,22 @@ def _ensure_parent(path: Path) -> None:
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
 
-    The file gets the usual permissions (``0o666`` less the umask), or those of the file it replaces, whatever
-    the writer created it with (safetensors, for one, makes its files owner-only)."""
+    The file gets the usual permissions (``0o666`` less the umask), or the read/write/execute bits of the file
+    it replaces (never its set-user/group-ID bits), whatever the writer created it with (safetensors, for one,
+    makes its files owner-only); where the file system refuses the change (FAT, some network mounts) the file
+    keeps the permissions it was written with. A symlink ``path`` is followed, as in :func:`atomic_dir`: the
+    link stays and its target is replaced. Errors (``OutputError``) name ``path`` as given."""
     path = Path(path)
-    _ensure_parent(path)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}"
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    _ensure_parent(target)
+    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}{target.suffix}"
     try:
         yield tmp
         if tmp.is_file() and not tmp.is_symlink():
-            os.chmod(tmp, path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_current_umask())
-        os.replace(tmp, path)
+            mode = target.stat().st_mode & 0o777 if target.is_file() else 0o666 & ~_current_umask()
+            with contextlib.suppress(OSError):  # permissions are a courtesy; the write itself succeeded
+                os.chmod(tmp, mode)
+        os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _output_error(path, exc) from exc

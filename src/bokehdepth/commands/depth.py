@@ -64,8 +64,25 @@ def _from_stack(args: argparse.Namespace):
     return read_image(args.image), read_stack(args.stack), None
 
 
+def _check_weights_first(args: argparse.Namespace) -> None:
+    """A released backend whose weights file is missing fails with its usual one-line error before any input
+    is read (a bracket of full-size photos takes a while to decode)."""
+    if args.backend == "compact":
+        return
+    from ..errors import MissingWeightsError
+    from ..models.checkpoints import resolve_weights
+    from ..models.registry import get_backend
+    from ..pipelines.depth import load_depth_predictor
+
+    try:
+        resolve_weights(args.weights, get_backend(args.backend).published)
+    except MissingWeightsError:
+        load_depth_predictor(args.backend, args.weights, args.device)  # raises the backend's own message
+        raise
+
+
 def _from_photos(args: argparse.Namespace):
-    """(reference photo, metric stack, photo size) from an aperture bracket."""
+    """(reference photo, metric stack, the reference photo's (H, W)) from an aperture bracket."""
     import numpy as np
 
     bracket = load_bracket_from_args(args)
@@ -77,9 +94,12 @@ def _from_photos(args: argparse.Namespace):
             "focus distance, several f-numbers): run `bokehdepth sweep --photos ...` for a focus bracket"
         )
     stack = bracket.stack
-    if np.ptp(stack.K) <= 0.05 * max(stack.K):
-        raise InputError(f"--photos: the f-numbers give K {stack.K} (px·m), too alike to carry a defocus cue")
-    return stack.frames[stack.reference], stack, bracket.photo_size
+    if not args.single_frame and np.ptp(stack.K) <= 0.05 * max(stack.K):
+        raise InputError(
+            f"--photos: the f-numbers give K {[round(k, 4) for k in stack.K]} (px·m), too alike to carry a "
+            "defocus cue; bracket a wider range of f-numbers (e.g. f/8 and f/2) or pass --single-frame"
+        )
+    return stack.frames[stack.reference], stack, bracket.sizes[stack.reference]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.photos is None and (args.image is None or args.stack is None):
         missing = "IMAGE" if args.image is None else "--stack STACK_DIR"
         raise InputError(f"depth: {missing} missing; give IMAGE --stack STACK_DIR (or --photos A.jpg B.jpg ...)")
+    _check_weights_first(args)
     image, stack, photo_size = _from_photos(args) if args.photos else _from_stack(args)
     if args.focus_side is not None:
         stack.focus_side = args.focus_side
@@ -110,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
             "disp_focus": stack.disp_focus,
             "lens": stack.lens,
             "photo_working_size": list(stack.size),
+            "photo_size": list(photo_size),  # the reference photo's (H, W): the size of depth.npy
         }
     info["ignored_flags"] = getattr(args, "ignored_flags", [])
     with atomic_dir(args.output, owned=DEPTH_OUTPUTS) as tmp:

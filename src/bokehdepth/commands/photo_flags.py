@@ -19,7 +19,12 @@ def add_photo_arguments(p: argparse.ArgumentParser, *, photos_help: str, focus_h
     p.add_argument("--focus-m", nargs="+", type=float, help=focus_help)
     p.add_argument("--focal-mm", type=float, help="photos: focal length in mm (EXIF FocalLength)")
     p.add_argument("--f-number", nargs="+", type=float, help="photos: f-number, one or per photo (EXIF FNumber)")
-    p.add_argument("--sensor-mm", type=float, help="photos: sensor width in mm (else from FocalLengthIn35mmFilm)")
+    p.add_argument(
+        "--sensor-mm",
+        type=float,
+        help="photos: sensor width in mm, as specs give it (the long side of a 3:2 or 4:3 sensor; "
+        "portrait photos are turned by their EXIF Orientation); else from FocalLengthIn35mmFilm",
+    )
     p.add_argument(
         "--max-width",
         type=int,
@@ -35,8 +40,11 @@ def photo_only_flags_given(args: argparse.Namespace) -> dict[str, bool]:
 
 def load_bracket_from_args(args: argparse.Namespace):
     """:func:`bokehdepth.sweep_photos.load_photo_bracket` on ``args.photos`` with the flags' overrides."""
+    from ..errors import InputError
     from ..sweep_photos import load_photo_bracket
 
+    if args.max_width is not None and args.max_width < 0:
+        raise InputError(f"--max-width: give a width in px (0 = full size), got {args.max_width}")
     return load_photo_bracket(
         args.photos,
         focal_mm=args.focal_mm,
