@@ -303,3 +303,14 @@ def test_alike_f_numbers_name_the_fix_and_single_frame_still_runs(tmp_path, caps
     assert err.startswith("error: --photos:") and "wider range of f-numbers" in err and "--single-frame" in err
     assert main([*argv, "--single-frame", "-o", str(tmp_path / "single")]) == 0
     assert np.load(tmp_path / "single" / "depth.npy").shape == (24, 32)
+
+
+def test_a_truncated_photo_is_a_one_line_error_naming_it(tmp_path, capsys):
+    paths, *_ = _photo_bracket(tmp_path, 20004, f_numbers=(8.0, 2.0))
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert main(["depth", "--photos", *map(str, paths), "--sensor-mm", "36", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {paths[1]}: ") and "truncated" in err and err.count("\n") == 1
+    assert not out.exists()
