@@ -42,21 +42,28 @@ def plane_stack(
     return stack
 
 
-def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50, orientation=None):
-    """Write ``img`` (H, W, 3 in [0, 1]) as an 8-bit photo with the EXIF lens tags given (None: tag left out);
-    ``orientation``: the EXIF Orientation tag (``img`` is the stored, not the upright, picture)."""
+def make_exif(*, orientation=None, fnumber=None, focal=None, subject=None, f35=None) -> Image.Exif:
+    """EXIF with exactly the lens tags given (None: left out) plus Make (Pillow writes no PNG eXIf chunk for an
+    empty IFD0); FNumber, FocalLength and SubjectDistance as rationals."""
     exif = Image.Exif()
-    exif[0x010F] = "bokehdepth-test"  # Make: Pillow writes no PNG eXIf chunk for an empty IFD0
+    exif[0x010F] = "bokehdepth-test"
     if orientation is not None:
         exif[0x0112] = orientation
     sub = exif.get_ifd(0x8769)
     if fnumber is not None:
         sub[0x829D] = IFDRational(round(fnumber * 10), 10)
     if focal is not None:
-        sub[0x920A] = IFDRational(round(focal), 1)
+        sub[0x920A] = IFDRational(round(focal * 100), 100)
     if subject is not None:
-        sub[0x9206] = IFDRational(round(subject * 100), 100)
+        sub[0x9206] = IFDRational(round(subject * 1000), 1000)
     if f35 is not None:
-        sub[0xA405] = f35
+        sub[0xA405] = int(f35)
+    return exif
+
+
+def save_photo(path, img, *, fnumber=None, focal=50.0, subject=2.0, f35=50, orientation=None):
+    """Write ``img`` (H, W, 3 in [0, 1]) as an 8-bit photo with the EXIF lens tags given (None: tag left out);
+    ``orientation``: the EXIF Orientation tag (``img`` is the stored, not the upright, picture)."""
+    exif = make_exif(orientation=orientation, fnumber=fnumber, focal=focal, subject=subject, f35=f35)
     Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)).save(path, exif=exif, quality=98)
     return path

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers_sweep import make_exif
 from PIL import Image
-from PIL.TiffImagePlugin import IFDRational
 
 from bokehdepth.cli import main
 
@@ -49,12 +49,7 @@ def test_text_output(capsys):
 
 
 def test_photo_exif_and_override(tmp_path, capsys):
-    exif = Image.Exif()
-    sub = exif.get_ifd(0x8769)
-    sub[0x829D] = IFDRational(2, 1)
-    sub[0x920A] = IFDRational(50, 1)
-    sub[0x9206] = IFDRational(2, 1)
-    sub[0xA405] = 50
+    exif = make_exif(fnumber=2, focal=50, subject=2, f35=50)
     path = tmp_path / "cam.jpg"
     Image.fromarray(np.zeros((400, 600, 3), np.uint8)).save(path, exif=exif)
     rep = run_json(capsys, [str(path), "--width-px", "6000"])

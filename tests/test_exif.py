@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from helpers_sweep import make_exif
 from PIL import Image
-from PIL.TiffImagePlugin import IFDRational
 
 from bokehdepth.errors import InputError
 from bokehdepth.exif import lens_settings_from_photo, read_exif
@@ -16,18 +16,7 @@ from bokehdepth.lens import k_from_camera
 
 def write_photo(path, *, width=60, height=40, orientation=None, fnumber=None, focal=None, subject=None, f35=None):
     """Write a JPEG with exactly the given EXIF tags (rationals for FNumber, FocalLength, SubjectDistance)."""
-    exif = Image.Exif()
-    if orientation is not None:
-        exif[0x0112] = orientation
-    sub = exif.get_ifd(0x8769)
-    if fnumber is not None:
-        sub[0x829D] = IFDRational(round(fnumber * 10), 10)
-    if focal is not None:
-        sub[0x920A] = IFDRational(round(focal * 100), 100)
-    if subject is not None:
-        sub[0x9206] = IFDRational(round(subject * 1000), 1000)
-    if f35 is not None:
-        sub[0xA405] = int(f35)
+    exif = make_exif(orientation=orientation, fnumber=fnumber, focal=focal, subject=subject, f35=f35)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path, exif=exif)
     return path
