@@ -43,7 +43,6 @@ class PhotoBracket:
         settings: LensSettings per photo at the working width.
         kind: ``"aperture"`` (one focus distance) or ``"focus"`` (several).
         paths: the photo files.
-        photo_size: (H, W) in px of the (smallest) photo, the size the sweep's outputs are returned at.
         sizes: (H, W) in px of each photo (after the EXIF orientation); ``depth --photos`` returns depth at the
             reference photo's size.
     """
@@ -52,8 +51,12 @@ class PhotoBracket:
     settings: list[LensSettings]
     kind: str
     paths: list[Path]
-    photo_size: tuple[int, int] | None = None
-    sizes: list[tuple[int, int]] | None = None
+    sizes: list[tuple[int, int]]
+
+    @property
+    def photo_size(self) -> tuple[int, int]:
+        """(H, W) in px of the smallest photo (by area), the size the sweep's outputs are returned at."""
+        return min(self.sizes, key=lambda hw: hw[0] * hw[1])
 
     @property
     def disp_focus(self) -> np.ndarray:
@@ -147,14 +150,7 @@ def load_photo_bracket(
         names=[p.name for p in paths],
         extra={"bracket": kind},
     )
-    return PhotoBracket(
-        stack=stack,
-        settings=settings,
-        kind=kind,
-        paths=paths,
-        photo_size=(h0, w0),
-        sizes=[(h, w) for w, h in sizes],
-    )
+    return PhotoBracket(stack=stack, settings=settings, kind=kind, paths=paths, sizes=[(h, w) for w, h in sizes])
 
 
 def resize_map(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
