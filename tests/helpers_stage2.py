@@ -26,29 +26,35 @@ def _box_blur(img: np.ndarray, r: int) -> np.ndarray:
     return (c[k : k + h, k : k + w] - c[:h, k : k + w] - c[k : k + h, :w] + c[:h, :w]) / (k * k)
 
 
-def make_scene(seed: int, size: int = 32, Ks=(2.0, 4.0, 8.0)) -> tuple[np.ndarray, np.ndarray, Stack]:
-    """(image (H,W,3), depth (H,W) metres, metric Stack with the sharp frame 0) at ``size``² px."""
+def make_scene(
+    seed: int, size: int = 32, Ks=(2.0, 4.0, 8.0), width: int | None = None
+) -> tuple[np.ndarray, np.ndarray, Stack]:
+    """(image (H,W,3), depth (H,W) metres, metric Stack with the sharp frame 0) at ``size`` × ``width`` px
+    (``width`` None: square)."""
     rng = np.random.default_rng(seed)
-    img = rng.random((size, size, 3)).astype(np.float32)
+    width = width or size
+    img = rng.random((size, width, 3)).astype(np.float32)
     near, far = rng.uniform(0.8, 1.5), rng.uniform(3.0, 8.0)
-    depth = np.full((size, size), far, np.float32)
-    depth[:, : size // 2] = near
+    depth = np.full((size, width), far, np.float32)
+    depth[:, : width // 2] = near
     disp_focus = 1.0 / near
     frames = [img]
     for K in Ks:
         fr = img.copy()
         r = int(round(K * abs(1.0 / far - disp_focus)))
-        fr[:, size // 2 :] = _box_blur(img, r)[:, size // 2 :]
+        fr[:, width // 2 :] = _box_blur(img, r)[:, width // 2 :]
         frames.append(fr.astype(np.float32))
     stack = Stack(frames=frames, K=[0.0, *Ks], disp_focus=disp_focus, focus_side="near")
     return img, depth, stack
 
 
-def write_dataset(root: Path, n: int, size: int = 32) -> Path:
-    """A synth-style dataset folder (``<id>/image.png``, ``depth.npy``, ``stack/``) + ``manifest.jsonl``."""
+def write_dataset(root: Path, n: int, size: int = 32, width: int | None = None) -> Path:
+    """A synth-style dataset folder (``<id>/image.png``, ``depth.npy``, ``stack/``) + ``manifest.jsonl`` of
+    ``size`` × ``width`` px scenes (``width`` None: square)."""
     rows = []
+    width = width or size
     for i in range(n):
-        img, depth, stack = make_scene(i, size)
+        img, depth, stack = make_scene(i, size, width=width)
         d = root / f"{i:06d}"
         d.mkdir(parents=True)
         write_image(d / "image.png", img)
@@ -64,9 +70,9 @@ def write_dataset(root: Path, n: int, size: int = 32) -> Path:
                 "K_convention": "metric",
                 "disp_focus": stack.disp_focus,
                 "focus_side": stack.focus_side,
-                "intrinsics": {"fx": float(size), "fy": float(size), "cx": (size - 1) / 2, "cy": (size - 1) / 2},
+                "intrinsics": {"fx": float(width), "fy": float(width), "cx": (width - 1) / 2, "cy": (size - 1) / 2},
                 "split": "test" if i % 4 == 3 else "train",
-                "size": [size, size],
+                "size": [size, width],
             }
         )
     return write_manifest(root / "manifest.jsonl", rows)

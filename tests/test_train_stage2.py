@@ -704,3 +704,128 @@ def test_grad_scaler_is_saved_and_restored_on_resume(manifest, tmp_path, monkeyp
     assert _train(manifest, cut, "--steps", 4, "--batch-size", 2, "--resume") == 0
     a, b = (json.loads((o / "last" / "state.json").read_text())["grad_scaler"] for o in (full, cut))
     assert a == b and a["scale"] == 64.0  # a scaler started over at the resume would end at 16
+
+
+# ------------------------------------------------------------------------------------------ random crops
+def _columns_scene(width: int = 64, height: int = 32, convention: str = "metric"):
+    """A scene whose reference, stack frame and depth all encode the column index (to check crops align)."""
+    import numpy as np
+
+    from bokehdepth.io import Stack
+
+    col = np.broadcast_to(np.arange(width, dtype=np.float32), (height, width))
+    img = np.stack([col / width, np.zeros_like(col), np.ones_like(col)], -1).astype(np.float32)
+    stack = Stack(frames=[img, img.copy()], K=[0.0, 10.0], disp_focus=0.5, K_convention=convention)
+    return img, stack, (col + 1.0).copy()
+
+
+def test_random_crop_cuts_the_same_square_from_every_array():
+    import numpy as np
+
+    from bokehdepth.io import Stack
+    from bokehdepth.train.stage2 import crop_scene, prepare_scene
+
+    img, stack, depth = _columns_scene()
+    whole = prepare_scene(img, stack, depth, size=32, max_frames=3, crop="random")
+    assert whole["ref"].shape == (3, 32, 64) and whole["stack"].shape == (1, 3, 32, 64) and whole["crop"] == 32
+    whole["cost"] = np.broadcast_to(np.arange(64, dtype=np.float16), (4, 32, 64)).copy()
+    for v, left in ((0.0, 0), (0.5, 16), (0.999, 32)):  # 33 possible left edges
+        sq = crop_scene(whole, 0.3, v)
+        assert "crop" not in sq and sq["depth"].shape == (32, 32) and sq["cost"].shape == (4, 32, 32)
+        cols = np.arange(left, left + 32)
+        assert np.array_equal(sq["depth"][0], cols + 1.0), v
+        assert np.array_equal(sq["cost"][2, 5], cols.astype(np.float16))
+        for a in (sq["ref"][0], sq["stack"][0, 0]):
+            assert np.abs(a[5] / 255 - cols / 64).max() < 1 / 255 + 1e-6
+    assert whole["ref"].shape == (3, 32, 64)  # the prepared scene is not modified
+    centre = prepare_scene(img, stack, depth, size=32, max_frames=3)
+    assert np.array_equal(crop_scene(whole, 0.5, 0.5)["depth"], centre["depth"])
+    assert crop_scene(centre, 0.0, 1.0) is centre  # centre-cropped scenes are left as they are
+    for conv in ("metric", "normalized"):  # K as for the centre crop (the crop keeps the px scale)
+        s = Stack(frames=stack.frames, K=stack.K, disp_focus=0.5, K_convention=conv)
+        a = prepare_scene(img, s, depth, size=32, max_frames=3, crop="random")["K"]
+        assert a.tolist() == prepare_scene(img, s, depth, size=32, max_frames=3)["K"].tolist()
+
+
+def test_epoch_sampler_crops_do_not_change_the_order_or_the_flips():
+    """Runs documented before --crop keep their data order: the crop positions are drawn after it."""
+    from bokehdepth.train.stage2 import _EpochSampler
+
+    sampler = _EpochSampler(7, seed=5)
+    sampler.set_epoch(3)
+    keys = list(sampler)
+    g = torch.Generator().manual_seed((5 << 32) | 3)
+    assert [k[0] for k in keys] == torch.randperm(7, generator=g).tolist()
+    assert [k[1] for k in keys] == (torch.rand(7, generator=g) < 0.5).tolist()
+    assert all(0 <= u < 1 and 0 <= v < 1 for _, _, u, v in keys)
+    assert list(sampler) == keys  # from (seed, epoch) alone
+    sampler.set_epoch(4)
+    assert [k[2:] for k in sampler] != [k[2:] for k in keys]
+
+
+def test_cached_cost_volume_of_a_whole_frame_matches_the_crops_own(tmp_path):
+    """Cost volumes are cached over the whole resized frame and cut with it: inside the crop they equal the
+    volume computed on the crop, for normalised K too (which refers to the crop's width)."""
+    import numpy as np
+    from helpers_stage2 import _box_blur
+
+    from bokehdepth.io import Stack
+    from bokehdepth.models.compact_depth import CompactDepthConfig, CompactDepthModel
+    from bokehdepth.train.stage2 import cache_cost_volumes, collate, compact_k_input, crop_scene, prepare_scene
+
+    model = CompactDepthModel(CompactDepthConfig(**{**json.loads(TINY_COMPACT), "cost_bins": 6}))
+    rng = np.random.default_rng(1)
+    img = rng.random((32, 64, 3)).astype(np.float32)
+    depth = np.full((32, 64), 2.0, np.float32)
+    for conv, K in (("metric", 2.0), ("normalized", 16.0)):  # both ≤ 4 px of blur at the largest candidate
+        stack = Stack(frames=[img, _box_blur(img, 2)], K=[0.0, K], disp_focus=1.0, K_convention=conv)
+        whole = prepare_scene(img, stack, depth, size=32, max_frames=3, crop="random")
+        cache_cost_volumes(model, [whole])
+        cut = crop_scene(whole, 0.0, 0.6)
+        del cut["cost"]
+        b = collate([cut])
+        with torch.no_grad():
+            own = model.cost_volume(b.ref, b.stack, compact_k_input(b, model.cfg), gamma=b.gamma)[0]
+        cached = torch.from_numpy(crop_scene(whole, 0.0, 0.6)["cost"]).float()
+        inner = (slice(None), slice(8, -8), slice(8, -8))  # farther from the borders than blur + window
+        assert torch.allclose(cached[inner], own[inner], rtol=2e-2, atol=1e-4), conv
+
+
+@pytest.fixture(scope="module")
+def wide_manifest(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("s2wide"), 6, size=32, width=48)
+
+
+def test_random_crop_run_resumes_exactly_and_is_recorded(wide_manifest, tmp_path, monkeypatch, capsys):
+    """--crop random on 32×48 scenes: an interrupted and resumed run equals the uninterrupted one (the crops
+    come from (seed, epoch)); it differs from the centre-crop run; --crop is checked on resume."""
+    from safetensors.torch import load_file
+
+    from bokehdepth.train import stage2
+
+    cfg = json.dumps({**json.loads(TINY_COMPACT), "cost_bins": 4})
+    common = ["--config", cfg, "--batch-size", 1, "--save-every", 2, "--steps", 5, "--crop", "random"]
+    full, cut, centre = tmp_path / "full", tmp_path / "cut", tmp_path / "centre"
+    assert _train(wide_manifest, full, *common) == 0
+    assert json.loads((full / "last" / "state.json").read_text())["settings"]["crop"] == "random"
+    real_step, calls = stage2.compact_step, []
+
+    def crash_in_step_4(m, b, single, **kw):
+        calls.append(single)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_step(m, b, single, **kw)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(stage2, "compact_step", crash_in_step_4)
+        assert _train(wide_manifest, cut, *common) == 130
+    capsys.readouterr()
+    assert _train(wide_manifest, cut, *common[:-2], "--resume") == 2  # --crop left out: center, refused
+    err = _one_error_line(capsys)
+    assert err.startswith("error: --crop center differs from the checkpoint's random") and "pass --crop random" in err
+    assert _train(wide_manifest, cut, *common, "--resume") == 0
+    assert [r["loss"] for r in _log(cut)] == pytest.approx([r["loss"] for r in _log(full)], abs=1e-5)
+    wa, wb = load_file(str(full / "compact_depth.safetensors")), load_file(str(cut / "compact_depth.safetensors"))
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+    assert _train(wide_manifest, centre, *common[:-2]) == 0
+    assert [r["loss"] for r in _log(centre)] != pytest.approx([r["loss"] for r in _log(full)], abs=1e-5)

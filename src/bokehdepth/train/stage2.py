@@ -9,8 +9,11 @@
   bf16 on GPU. ``--freeze-backbone`` trains only DSFA + head (not published; for small GPUs).
 
 Data: a JSONL manifest written by ``bokehdepth synth`` (read with :func:`bokehdepth.data.read_manifest`); frames are resized so
-the short side is ``--size`` and centre-cropped to a square. Each epoch's order and flips are drawn from
-(``--seed``, epoch) alone, so a run can stop anywhere and go on identically.
+the short side is ``--size`` and cropped to a square: ``--crop center`` (the compact default) the same centre
+square every epoch, ``--crop random`` (the DAv2 default, the published recipe's shared 518² random crop) a new
+square per sample and epoch, the same for the reference, every stack frame, the depth and the cached cost
+volume. Each epoch's order, flips and crops are drawn from (``--seed``, epoch) alone, so a run can stop
+anywhere and go on identically.
 
 Checkpoints are resumable and exact: ``OUT/last/`` holds ``model.safetensors``, ``optimizer.pt`` (tensors only,
 read back with ``weights_only=True``), ``rng.safetensors`` (torch and loader RNG states) and ``state.json``
@@ -76,6 +79,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (0.05 compact, 0.01 DAv2)")
     p.add_argument("--size", type=int, default=None, help="training crop in px (default: 128 compact, 518 DAv2)")
     p.add_argument("--max-frames", type=int, default=3, help="non-reference stack frames per sample")
+    p.add_argument(
+        "--crop",
+        default=None,
+        choices=CROPS,
+        help="the --size square of each resized scene: 'center' every epoch (default for compact) or 'random' per "
+        "sample and epoch, shared by the reference, the stack and the depth (default for DAv2, as published)",
+    )
     p.add_argument("--single-frame", action="store_true", help="train without stacks (the ablation arm)")
     p.add_argument(
         "--log-disp-weight",
@@ -175,8 +185,14 @@ def silog_loss(pred, gt, min_depth: float = 1e-3, max_depth: float = 80.0, lam: 
     return torch.sqrt((m2 - lam * m1**2).clamp(min=1e-8)).mean()
 
 
-def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int = 1):
+CROPS = ("center", "random")
+
+
+def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int = 1, crop: str = "center"):
     """Resize (short side ``size``) and centre-crop a scene to ``size``² (rounded down to ``multiple``).
+
+    With ``crop="random"`` the arrays keep the whole resized frame and ``"crop"`` holds the square's side:
+    :class:`_SceneSet` cuts a square at a position the sampler draws (the same for every array of the scene).
 
     Args:
         image: (H, W, 3) float32 reference; stack: :class:`bokehdepth.io.Stack`; depth: (H, W) metres.
@@ -204,14 +220,19 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
     h, w = inp.image.shape[:2]
     s = size / min(h, w)
     nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    crop = (size // multiple) * multiple
-    top, left = (nh - crop) // 2, (nw - crop) // 2
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    side = (size // multiple) * multiple
+    if crop == "center":
+        top, left, ch, cw = (nh - side) // 2, (nw - side) // 2, side, side
+    else:  # the whole resized frame; the square is cut per sample
+        top, left, ch, cw = 0, 0, nh, nw
 
     def rs(a: np.ndarray, mode: str) -> np.ndarray:
         t = torch.from_numpy(np.ascontiguousarray(a)).float()
         t = t.permute(0, 3, 1, 2) if t.dim() == 4 else t[:, None]
         kw = {"antialias": True, "align_corners": False} if mode == "bilinear" else {}
-        t = F.interpolate(t, size=(nh, nw), mode=mode, **kw)[..., top : top + crop, left : left + crop]
+        t = F.interpolate(t, size=(nh, nw), mode=mode, **kw)[..., top : top + ch, left : left + cw]
         return t.numpy()
 
     frames = np.concatenate([inp.image[None], inp.frames[order]], 0)
@@ -220,8 +241,9 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
     if inp.convention == "metric":
         K = scale_K_for_resize(K, w, nw)
     else:  # the crop keeps the blur in px but narrows the frame the 512-px reference width stands for
-        K = K * (nw / crop)
+        K = K * (nw / side)
     d = rs(np.asarray(depth, np.float32)[None], "nearest")[0, 0]
+    extra = {"crop": side} if crop == "random" else {}
     return {
         "ref": px[0],
         "stack": px[1:],
@@ -230,6 +252,7 @@ def prepare_scene(image, stack, depth, size: int, max_frames: int, multiple: int
         "disp_focus": float("nan") if inp.disp_focus is None else float(inp.disp_focus),
         "gamma": float(stack.gamma),
         "depth": np.nan_to_num(d, nan=0.0).astype(np.float32),
+        **extra,
     }
 
 
@@ -240,11 +263,12 @@ def load_manifest_scenes(
     max_frames: int,
     multiple: int = 1,
     max_scenes=None,
+    crop: str = "center",
 ) -> list[dict]:
     """Read one or several synth manifests (:func:`bokehdepth.data.read_manifest`) and prepare every scene of
     ``split`` (None: all) in memory (see :func:`prepare_scene`); ``focus_sign`` comes from the record's
     ``focus_side``. Scene ids are prefixed with the manifest's index when there are several. ``max_scenes``
-    caps the total.
+    caps the total; ``crop`` as in :func:`prepare_scene`.
 
     Every sample of a batch has the same number of stack frames: ``min(max_frames, longest stack)`` (frames
     with K > 0 besides the reference). A scene with fewer is an :class:`InputError` naming the scene and its
@@ -272,7 +296,7 @@ def load_manifest_scenes(
     scenes, sources = [], []
     for r, path in tqdm(rows, desc="loading scenes", leave=False):
         stack = read_stack(r["stack"])
-        sc = prepare_scene(read_image(r["image"]), stack, read_depth(r["depth"]), size, max_frames, multiple)
+        sc = prepare_scene(read_image(r["image"]), stack, read_depth(r["depth"]), size, max_frames, multiple, crop)
         sc["id"] = r["id"]
         sc["focus_sign"] = SIDE_SIGN.get(r.get("focus_side") or stack.focus_side or "", 0.0)
         scenes.append(sc)
@@ -312,9 +336,29 @@ def collate(scenes: list[dict]) -> Stage2Batch:
     )
 
 
+_PER_PIXEL = ("ref", "stack", "depth", "cost")
+
+
+def crop_scene(scene: dict, u: float, v: float) -> dict:
+    """The ``scene["crop"]``² square of a scene prepared with ``crop="random"`` whose top-left corner lies at
+    fraction ``u`` of the free rows and ``v`` of the free columns (0: top/left edge, →1: bottom/right edge), cut
+    alike from every per-pixel array; a scene without ``"crop"`` is returned as it is."""
+    if "crop" not in scene:
+        return scene
+    side = scene["crop"]
+    h, w = scene["depth"].shape
+    top, left = min(int(u * (h - side + 1)), h - side), min(int(v * (w - side + 1)), w - side)
+    s = {k: v for k, v in scene.items() if k != "crop"}
+    for k in _PER_PIXEL:
+        if k in s:
+            s[k] = np.ascontiguousarray(s[k][..., top : top + side, left : left + side])
+    return s
+
+
 class _SceneSet:
-    """torch-style dataset over prepared scenes; a key ``(index, flip)`` (from :class:`_EpochSampler`) returns
-    the scene, mirrored horizontally when ``flip``."""
+    """torch-style dataset over prepared scenes; a key ``(index, flip, u, v)`` (from :class:`_EpochSampler`)
+    returns the scene's square at ``(u, v)`` (:func:`crop_scene`, scenes prepared with ``crop="random"``),
+    mirrored horizontally when ``flip``."""
 
     def __init__(self, scenes: list[dict]):
         self.scenes = scenes
@@ -323,17 +367,18 @@ class _SceneSet:
         return len(self.scenes)
 
     def __getitem__(self, key) -> dict:
-        i, flip = key if isinstance(key, tuple) else (key, False)
-        s = dict(self.scenes[i])
+        i, flip, u, v = key if isinstance(key, tuple) else (key, False, 0.5, 0.5)
+        s = dict(crop_scene(self.scenes[i], u, v))
         if flip:  # every per-pixel array is flipped together (the disc is symmetric)
-            for k in ("ref", "stack", "depth", "cost"):
+            for k in _PER_PIXEL:
                 if k in s:
                     s[k] = s[k][..., ::-1].copy()
         return s
 
 
 class _EpochSampler:
-    """Sampler of ``(index, flip)`` keys: a shuffled order and a flip per sample drawn from (seed, epoch) alone.
+    """Sampler of ``(index, flip, u, v)`` keys: a shuffled order, a flip and a crop position per sample drawn
+    from (seed, epoch) alone (the crop after the order and flips, so that these do not depend on it).
 
     Nothing of it depends on what was fetched before (accelerate's loaders fetch one batch ahead), so a
     resumed run sets the epoch, skips the batches it already trained on and sees exactly the same samples.
@@ -355,7 +400,8 @@ class _EpochSampler:
         g = torch.Generator().manual_seed(((self.seed & 0xFFFFFFFF) << 32) | (self.epoch & 0xFFFFFFFF))
         order = torch.randperm(self.n, generator=g).tolist()
         flips = (torch.rand(self.n, generator=g) < 0.5).tolist()
-        return iter(zip(order, flips))
+        crops = torch.rand(self.n, 2, generator=g, dtype=torch.float64).tolist()
+        return iter((i, f, u, v) for i, f, (u, v) in zip(order, flips, crops))
 
 
 def _core(model):
@@ -366,14 +412,16 @@ def _core(model):
     return extract_model_from_parallel(model, keep_fp32_wrapper=True)
 
 
-def compact_k_input(batch: Stage2Batch, cfg):
+def compact_k_input(batch: Stage2Batch, cfg, width: int | None = None):
     """[B, N] DSFA K input of the compact model for a batch at its working size (each sample in its own K
-    convention; see :func:`bokehdepth.models.compact_depth.prepare_k`)."""
+    convention; see :func:`bokehdepth.models.compact_depth.prepare_k`). ``width``: the width (px) the samples
+    are cropped to for the model when the batch holds whole frames (``crop="random"`` scenes; normalised K
+    refers to it), else None: the batch's width."""
     import torch
 
     from ..models.compact_depth import prepare_k
 
-    w = batch.ref.shape[-1]
+    w = width or batch.ref.shape[-1]
     return torch.where(
         batch.metric[:, None],
         prepare_k(batch.K, "metric", w, w, cfg.k_unit),
@@ -381,19 +429,33 @@ def compact_k_input(batch: Stage2Batch, cfg):
     )
 
 
+def _split_by_size(scenes: list[dict]) -> list[list[dict]]:
+    """Consecutive runs of scenes of one frame size (scenes prepared with ``crop="random"`` keep their own)."""
+    runs: list[list[dict]] = []
+    for s in scenes:
+        if runs and runs[-1][0]["depth"].shape == s["depth"].shape:
+            runs[-1].append(s)
+        else:
+            runs.append([s])
+    return runs
+
+
 def cache_cost_volumes(model, scenes: list[dict], batch_size: int = 16) -> None:
     """Compute the compact model's defocus cost volume once per (unflipped) scene and keep it in
     ``scene["cost"]`` (float16 [J, H, W]); the volume depends on the data only (the frames, K and each stack's
-    gamma), not on the weights."""
+    gamma), not on the weights. Scenes prepared with ``crop="random"`` get it over their whole frame and
+    :func:`crop_scene` cuts it with the frames."""
     import torch
     from tqdm import tqdm
 
-    with_stack = [s for s in scenes if len(s["K"])]
-    for i in tqdm(range(0, len(with_stack), batch_size), desc="cost volumes", leave=False):
-        chunk = with_stack[i : i + batch_size]
+    with_stack = sorted((s for s in scenes if len(s["K"])), key=lambda s: s["depth"].shape)  # one size per chunk
+    chunks = [with_stack[i : i + batch_size] for i in range(0, len(with_stack), batch_size)]
+    chunks = [c for chunk in chunks for c in _split_by_size(chunk)]
+    for chunk in tqdm(chunks, desc="cost volumes", leave=False):
         b = collate(chunk)
         with torch.no_grad():
-            cost = model.cost_volume(b.ref, b.stack, compact_k_input(b, model.cfg), gamma=b.gamma)
+            k_in = compact_k_input(b, model.cfg, chunk[0].get("crop"))
+            cost = model.cost_volume(b.ref, b.stack, k_in, gamma=b.gamma)
         cost = cost.to(torch.float16).numpy()
         for s, c in zip(chunk, cost):
             s["cost"] = c
@@ -736,6 +798,7 @@ _SAME_ON_RESUME = {
     "mixed_precision": "--mixed-precision",
     "freeze_backbone": "--freeze-backbone",
     "size": "--size",
+    "crop": "--crop",
 }
 # restored with the optimizer state: left out, the checkpoint's value is used; given and different, refused
 _RESTORED_ON_RESUME = {"lr": "--lr", "weight_decay": "--weight-decay"}
@@ -786,7 +849,13 @@ def _run_settings(args, num_processes: int) -> dict:
         "log_disp_weight": args.log_disp_weight,
         "mixed_precision": args.mixed_precision,
         "freeze_backbone": bool(args.freeze_backbone),
+        "crop": _crop_mode(args),
     }
+
+
+def _crop_mode(args) -> str:
+    """``--crop`` as given, else the model's default: ``center`` for compact, ``random`` for DAv2 (published)."""
+    return args.crop or ("center" if args.model == "compact" else "random")
 
 
 def _model_settings(args, model, size: int) -> dict:
@@ -1016,6 +1085,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{last / 'state.json'}: settings invalid (not a JSON object); delete {last} to start over "
                 "(or run without --resume)"
             )
+        else:
+            saved_settings.setdefault("crop", "center")  # checkpoints from before --crop: centre crops only
         _check_resume_settings(saved_settings, settings, last / "state.json", warn)
 
     torch.manual_seed(args.seed)
@@ -1029,7 +1100,9 @@ def run(args: argparse.Namespace) -> int:
             model.gradient_checkpointing = True
         else:
             model.model.backbone.gradient_checkpointing_enable()
-    scenes = load_manifest_scenes(args.data, args.split, size, args.max_frames, multiple, args.max_scenes)
+    scenes = load_manifest_scenes(
+        args.data, args.split, size, args.max_frames, multiple, args.max_scenes, settings["crop"]
+    )
     if args.model == "compact" and model.cfg.cost_bins and not args.single_frame:
         cache_cost_volumes(model, scenes)
     sampler = _EpochSampler(len(scenes), args.seed)
