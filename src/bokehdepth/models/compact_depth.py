@@ -16,8 +16,9 @@ Design (docs/stage2.md has the rationale and the training command):
   normalised stack (K in px at 512 px per unit of normalised disparity) is fed as if its disparity span were
   1 1/m: ``K_work = K_n · W_work / 512``.
 - **Head.** A light DPT-style head (1×1 projections of the taps, fused, ×2 upsampling convs with a skip at
-  1/``out_stride`` resolution) predicts four maps, upsampled bilinearly: ``offset`` |Δ| ≥ 0 (1/m), the
-  *unsigned* inverse-depth distance to the focus plane, which is what the blur measures (radius ``K_i·|Δ|``
+  1/``out_stride`` resolution) predicts four maps, upsampled to the working size bilinearly or, with
+  ``cfg.upsample="joint_bilateral"`` (the shipped weights), edge-aware, guided by the reference:
+  ``offset`` |Δ| ≥ 0 (1/m), the *unsigned* inverse-depth distance to the focus plane, which is what the blur measures (radius ``K_i·|Δ|``
   px); ``side`` (logit, > 0: nearer than the focus plane); ``confidence`` (logit, trust in the defocus
   estimate against the monocular one) and ``log_depth`` (log m). The skip sees the reference RGB, its
   gradient magnitude and the per-pixel mean / max over frames of ``|frame − ref|`` (zero single-frame), so
@@ -55,14 +56,17 @@ from torch import nn
 from ..errors import InputError
 from .defocus_volume import candidate_offsets, defocus_cost_volume
 from .dsfa import DividedSpaceFocusBlock, DSFAConfig, fuse_frame_features
+from .guided_upsample import joint_bilateral_upsample
 
 __all__ = [
     "CompactDepthConfig",
     "CompactDepthModel",
     "SIDE_RULES",
+    "UPSAMPLING",
     "DEFAULT_WEIGHTS",
     "load_compact_depth",
     "save_compact_depth",
+    "set_inference_options",
     "prepare_k",
     "SIDE_SIGN",
     "focus_sign_of",
@@ -71,6 +75,7 @@ __all__ = [
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "compact_depth.safetensors"
 NORMALIZED_K_WIDTH = 512.0
+UPSAMPLING = ("bilinear", "joint_bilateral")
 
 
 @dataclass
@@ -97,6 +102,11 @@ class CompactDepthConfig:
         cost_bins: candidate offsets of the defocus cost volume fed to the head's skip
             (:mod:`.defocus_volume`; 0 = no cost volume, the first embedded model's layout).
         cost_window: box window (px at the working size) of the cost volume.
+        upsample: how the head's maps reach the working size from 1/out_stride: ``"bilinear"`` (as trained) or
+            ``"joint_bilateral"`` (edge-aware, guided by the reference: :mod:`.guided_upsample`; the shipped
+            weights use it, chosen on the validation splits, docs/stage2.md §5).
+        upsample_sigma: range σ of the joint bilateral upsampling (distance between reference RGB values in
+            [0, 1]).
     """
 
     image_size: int = 128
@@ -117,6 +127,8 @@ class CompactDepthConfig:
     identity_init: bool = False
     cost_bins: int = 0
     cost_window: int = 7
+    upsample: str = "bilinear"
+    upsample_sigma: float = 0.1
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -128,6 +140,10 @@ class CompactDepthConfig:
                 f"--config cost_bins: {self.cost_bins} is not a cost-volume size; use 0 (no cost volume) or ≥ 2 "
                 "candidate offsets, e.g. 16"
             )
+        if self.upsample not in UPSAMPLING:
+            raise InputError(f"--config upsample: {self.upsample!r} is not one of {', '.join(UPSAMPLING)}")
+        if not self.upsample_sigma > 0:
+            raise InputError(f"--config upsample_sigma: {self.upsample_sigma} must be > 0, e.g. 0.1")
         ratio = self.patch_size / self.out_stride if self.out_stride > 0 else 0.0
         if not (ratio >= 2 and ratio == int(ratio) and int(ratio) & (int(ratio) - 1) == 0):
             raise InputError(
@@ -324,7 +340,11 @@ class CompactDepthModel(nn.Module):
             y = up(F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False))
             if y.shape[-2:] == skip.shape[-2:]:
                 y = self.refine(y + skip)
-        out = F.interpolate(self.out(y), size=(h, w), mode="bilinear", align_corners=False)
+        low = self.out(y)
+        if self.cfg.upsample == "joint_bilateral" and low.shape[-1] != w:
+            out = joint_bilateral_upsample(low, ref, w // low.shape[-1], sigma_range=self.cfg.upsample_sigma)
+        else:
+            out = F.interpolate(low, size=(h, w), mode="bilinear", align_corners=False)
         return {
             "offset": F.softplus(out[:, 0]) * 0.25,
             "side": out[:, 1],
@@ -448,6 +468,35 @@ def save_compact_depth(model: CompactDepthModel, path: str | Path, extra_meta: d
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata=meta)
+
+
+INFERENCE_OPTIONS = ("upsample", "upsample_sigma")
+"""Config fields that change how trained weights are applied, not which weights there are."""
+
+
+def set_inference_options(src: str | Path, dst: str | Path, **options) -> CompactDepthConfig:
+    """Copy a compact checkpoint with other :data:`INFERENCE_OPTIONS` in its config (the tensors and the rest
+    of the metadata, e.g. the training arguments, unchanged); ``dst`` may be ``src``. Returns the new config.
+
+    Used for the embedded weights (``upsample="joint_bilateral"``, chosen after training, docs/stage2.md §4).
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ..io import atomic_file
+
+    unknown = sorted(set(options) - set(INFERENCE_OPTIONS))
+    if unknown:
+        raise ValueError(f"set_inference_options: {unknown} are not inference options {INFERENCE_OPTIONS}")
+    load_compact_depth(src)  # a valid compact checkpoint (one-line errors otherwise)
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    cfg = CompactDepthConfig.from_json(json.dumps({**json.loads(meta["config"]), **options}))  # validated
+    meta["config"] = cfg.to_json()
+    with atomic_file(dst) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return cfg
 
 
 def load_compact_depth(path: str | Path | None = None, device: str = "cpu") -> CompactDepthModel:
