@@ -7,7 +7,9 @@ and 8-bit quantisation as in a PNG/JPEG. The bracket goes through the same :clas
 ``bokehdepth depth --photos`` builds (``source="photos"``, ``K_convention="metric"``). Arms: the compact model
 with the bracket, and the same weights on the reference photo alone (``single_frame``). AbsRel and δ1 (no
 alignment) per focus placement: ``near`` (the nearest surface in focus, recorded), ``far`` (the farthest,
-recorded) and ``subject`` (focus inside the scene, side unknown).
+recorded) and ``subject`` (focus inside the scene, side unknown). ``--shift PX``: a hand-held bracket, every
+photo but the reference moved by PX px in a random direction; ``--register MOTION`` adds the same brackets
+aligned by :mod:`bokehdepth.register` (chained from the reference in order of K, as ``--photos`` does).
 
     OMP_NUM_THREADS=1 nice venv/bin/python bench/stage2_photos.py --depth-range 0.5 5 --scenes 10
 """
@@ -16,9 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 import numpy as np
 from tqdm import tqdm
+
+
+def shifted(frame: np.ndarray, px: float, rng: np.random.Generator) -> np.ndarray:
+    """``frame`` (H, W, C) moved by ``px`` px in a random direction (bilinear, mirrored borders)."""
+    import cv2
+
+    a = rng.uniform(0, 2 * np.pi)
+    m = np.array([[1, 0, px * np.cos(a)], [0, 1, px * np.sin(a)]], np.float32)
+    h, w = frame.shape[:2]
+    return cv2.warpAffine(
+        frame.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
+    )
 
 
 def main() -> None:
@@ -32,6 +47,18 @@ def main() -> None:
     ap.add_argument("--f-numbers", nargs="+", type=float, default=(8.0, 4.0, 2.0, 1.4))
     ap.add_argument("--noise", nargs="+", type=float, default=(0.0, 0.004), help="sensor noise σ (0–1 scale)")
     ap.add_argument("--float", action="store_true", help="also run without 8-bit quantisation")
+    ap.add_argument(
+        "--shift",
+        nargs="+",
+        type=float,
+        default=(0.0,),
+        help="misregistration: each frame but the reference moved by this many px in a random direction",
+    )
+    ap.add_argument(
+        "--register",
+        default="none",
+        help="also run the moved brackets aligned by bokehdepth.register with this motion (e.g. translation)",
+    )
     ap.add_argument("--weights", default=None, help="compact weights (default: embedded)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -40,11 +67,13 @@ def main() -> None:
     from bokehdepth.io import Stack
     from bokehdepth.lens import k_from_camera
     from bokehdepth.pipelines.depth import load_depth_predictor
+    from bokehdepth.register import register_to_reference
     from bokehdepth.synth.scenes import make_scene
     from bokehdepth.synth.stacks import choose_focus, render_scene_stack
 
     pred = load_depth_predictor("compact", args.weights, "cpu")
-    variants = [(sigma, True) for sigma in args.noise] + ([(0.0, False)] if args.float else [])
+    variants = [(sigma, True, 0.0) for sigma in args.noise] + ([(0.0, False, 0.0)] if args.float else [])
+    variants += [(args.noise[-1], True, px) for px in args.shift if px]
     modes = ("near", "far", "subject")
     rows: dict[str, dict[str, list[float]]] = {}
     for seed in tqdm(range(args.first_seed, args.first_seed + args.scenes), desc="scenes"):
@@ -55,8 +84,10 @@ def main() -> None:
             focus_m = 1.0 / disp_focus
             Ks = [float(k_from_camera(args.focal_mm, n, focus_m, args.sensor_mm, args.size)) for n in args.f_numbers]
             clean = render_scene_stack(scene.image, scene.depth, Ks, disp_focus).frames[1:]
-            for sigma, quantise in variants:
+            for sigma, quantise, px in variants:
                 frames = [f + rng.normal(0.0, sigma, f.shape) if sigma else f for f in clean]
+                ref = int(np.argmin(Ks))
+                frames = [f if i == ref or not px else shifted(f, px, rng) for i, f in enumerate(frames)]
                 frames = [np.clip(f, 0.0, 1.0) for f in frames]
                 frames = [(np.round(f * 255) / 255 if quantise else f).astype(np.float32) for f in frames]
                 stack = Stack(
@@ -67,9 +98,14 @@ def main() -> None:
                     focus_side=side,
                     source="photos",
                 )
-                name = f"σ {sigma:g}, {'8-bit' if quantise else 'float'}"
-                for arm, single in (("bracket", False), ("single-frame", True)):
-                    depth = pred.predict(None, stack, single_frame=single).depth
+                name = f"σ {sigma:g}, {'8-bit' if quantise else 'float'}" + (f", moved {px:g} px" if px else "")
+                arms = [("bracket", False, stack), ("single-frame", True, stack)]
+                if px and args.register != "none":
+                    order = [int(i) for i in np.argsort(Ks)]  # chained from the reference in order of K
+                    aligned, _ = register_to_reference(frames, ref, args.register, order=order)
+                    arms.insert(1, (f"bracket, aligned ({args.register})", False, replace(stack, frames=aligned)))
+                for arm, single, st in arms:
+                    depth = pred.predict(None, st, single_frame=single).depth
                     m = compute_metrics(depth, scene.depth)
                     acc = rows.setdefault(f"{name} | {arm}", {})
                     for key in (mode, "all"):

@@ -9,15 +9,16 @@ Two kinds of bracket are recognised from the focus distances (after overrides):
 
 Photos are display-encoded (sRGB); the sweep linearises them with gamma 2.2. They are resized (area
 averaging) to a common working size — the smallest photo's size, capped at ``max_width`` px — and K is
-computed at that width. Photos are assumed registered (tripod); focus breathing (magnification change with
-focus distance) is not compensated.
+computed at that width. With ``register`` other than ``"none"`` every photo is then aligned to the reference
+by a global motion (:mod:`bokehdepth.register`: ``translation`` for a hand-held bracket; ``affine`` also
+follows the magnification change of focus breathing); otherwise the photos must be registered (tripod).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from .errors import InputError
 from .io import Stack
 from .lens import LensSettings
 
-__all__ = ["PhotoBracket", "load_photo_bracket"]
+__all__ = ["PhotoBracket", "load_photo_bracket", "register_bracket"]
 
 PHOTO_GAMMA = 2.2
 """Linearising exponent applied to display-encoded photos (sRGB approximated by a pure power)."""
@@ -45,6 +46,8 @@ class PhotoBracket:
         paths: the photo files.
         sizes: (H, W) in px of each photo (after the EXIF orientation); ``depth --photos`` returns depth at the
             reference photo's size.
+        registration: one :class:`bokehdepth.register.Alignment` per photo when the photos were aligned to the
+            reference (also in ``stack.extra["registration"]`` as dicts), else empty.
     """
 
     stack: Stack
@@ -52,6 +55,7 @@ class PhotoBracket:
     kind: str
     paths: list[Path]
     sizes: list[tuple[int, int]]
+    registration: list = field(default_factory=list)
 
     @property
     def photo_size(self) -> tuple[int, int]:
@@ -85,6 +89,7 @@ def load_photo_bracket(
     focus_m: Sequence[float] | float | None = None,
     sensor_mm: float | None = None,
     max_width: int | None = 1024,
+    register: str = "none",
 ) -> PhotoBracket:
     """Read a bracket of photos of one static scene.
 
@@ -94,6 +99,8 @@ def load_photo_bracket(
         f_number, focus_m: one value for all photos or one per photo (overrides / supplies FNumber and
             SubjectDistance).
         max_width: cap on the working width in px (None or 0: the smallest photo's width).
+        register: motion model aligning every photo to the reference (:data:`bokehdepth.register.MOTIONS`;
+            ``"none"``: the photos are used as shot).
     Raises:
         InputError: fewer than two photos, a missing EXIF tag (naming the tag and the flag), different aspect
             ratios, all photos equally blurred.
@@ -102,8 +109,11 @@ def load_photo_bracket(
 
     from .exif import lens_settings_from_photo, read_exif
     from .io import read_image
+    from .register import MOTIONS
 
     paths = [Path(p) for p in paths]
+    if register not in MOTIONS:
+        raise InputError(f"--register: {register!r} is not one of {', '.join(MOTIONS)}")
     if len(paths) < 2:
         raise InputError(f"--photos: a bracket needs at least 2 photos of the same scene, got {len(paths)}")
     n = len(paths)
@@ -150,7 +160,35 @@ def load_photo_bracket(
         names=[p.name for p in paths],
         extra={"bracket": kind},
     )
-    return PhotoBracket(stack=stack, settings=settings, kind=kind, paths=paths, sizes=[(h, w) for w, h in sizes])
+    bracket = PhotoBracket(stack=stack, settings=settings, kind=kind, paths=paths, sizes=[(h, w) for w, h in sizes])
+    return register_bracket(bracket, register)
+
+
+def register_bracket(bracket: PhotoBracket, motion: str) -> PhotoBracket:
+    """The bracket with every photo aligned to the reference by ``motion`` (:mod:`bokehdepth.register`, each
+    photo against the most alike one already aligned; a photo whose alignment is not trusted is kept as shot,
+    with one warning naming it); ``"none"`` returns it as it is.
+    The alignments go to ``registration`` and, as dicts, to ``stack.extra["registration"]``."""
+    from dataclasses import replace
+
+    from .register import MOTIONS, register_to_reference
+
+    if motion not in MOTIONS:
+        raise InputError(f"--register: {motion!r} is not one of {', '.join(MOTIONS)}")
+    if motion == "none":
+        return bracket
+    stack = bracket.stack
+    # chained from the reference, each photo against the most alike one already aligned: in order of K for an
+    # aperture bracket, of focus distance from the reference's for a focus bracket
+    closeness = (
+        stack.K if bracket.kind == "aperture" else np.abs(bracket.disp_focus - bracket.disp_focus[stack.reference])
+    )
+    order = [int(i) for i in np.argsort(closeness, kind="stable")]
+    order = [stack.reference] + [i for i in order if i != stack.reference]
+    names = [str(p) for p in bracket.paths]
+    frames, found = register_to_reference(stack.frames, stack.reference, motion, names, order)
+    stack = replace(stack, frames=frames, extra={**stack.extra, "registration": [a.to_dict() for a in found]})
+    return replace(bracket, stack=stack, registration=found)
 
 
 def resize_map(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -1,9 +1,10 @@
 """``bokehdepth depth``: Stage-2 metric depth from an image and its bokeh stack.
 
 ``bokehdepth depth IMAGE --stack STACK_DIR -o OUT_DIR`` (the contract), or from a real aperture bracket
-``bokehdepth depth --photos A.jpg B.jpg … -o OUT_DIR [--focal-mm F --f-number N … --focus-m S --sensor-mm W]``:
-the photos become a metric stack (K in px·m from each photo's lens settings, the sharpest photo as the
-reference, see :mod:`bokehdepth.sweep_photos`) and depth comes back at the photos' size.
+``bokehdepth depth --photos A.jpg B.jpg … -o OUT_DIR [--focal-mm F --f-number N … --focus-m S --sensor-mm W]
+[--register MOTION]``: the photos become a metric stack (K in px·m from each photo's lens settings, the sharpest
+photo as the reference, every other photo aligned to it, see :mod:`bokehdepth.sweep_photos`) and depth comes
+back at the photos' size.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import argparse
 import os
 
 from ..errors import InputError
-from .photo_flags import add_photo_arguments, ignore_flags, load_bracket_from_args, photo_only_flags_given
+from .photo_flags import (
+    add_photo_arguments,
+    ignore_flags,
+    load_bracket_from_args,
+    photo_only_flags_given,
+    register_from_args,
+)
 
 BACKENDS = ("compact", "dav2-dsfa-s", "dav2-dsfa-b", "dav2-dsfa-l", "udv2-dsfa")
 DEPTH_OUTPUTS = ("depth.npy", "depth_color.png", "depth_info.json")
@@ -85,7 +92,7 @@ def _from_photos(args: argparse.Namespace):
     """(reference photo, metric stack, the reference photo's (H, W)) from an aperture bracket."""
     import numpy as np
 
-    bracket = load_bracket_from_args(args)
+    bracket = load_bracket_from_args(args, register=False)
     if bracket.kind != "aperture":
         focus = bracket.stack.lens
         lo, hi = min(s["focus_m"] for s in focus), max(s["focus_m"] for s in focus)
@@ -99,6 +106,8 @@ def _from_photos(args: argparse.Namespace):
             f"--photos: the f-numbers give K {[round(k, 4) for k in stack.K]} (px·m), too alike to carry a "
             "defocus cue; bracket a wider range of f-numbers (e.g. f/8 and f/2) or pass --single-frame"
         )
+    if not args.single_frame:  # the reference alone needs no alignment
+        stack = register_from_args(args, bracket).stack
     return stack.frames[stack.reference], stack, bracket.sizes[stack.reference]
 
 
@@ -132,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             "lens": stack.lens,
             "photo_working_size": list(stack.size),
             "photo_size": list(photo_size),  # the reference photo's (H, W): the size of depth.npy
+            "registration": stack.extra.get("registration", []),
         }
     info["ignored_flags"] = getattr(args, "ignored_flags", [])
     with atomic_dir(args.output, owned=DEPTH_OUTPUTS) as tmp:

@@ -9,12 +9,18 @@ import sys
 DEFAULT_MAX_WIDTH = 1024
 """Working width cap (px) for photos when ``--max-width`` is not given."""
 
-PHOTO_ONLY_FLAGS = ("--focal-mm", "--f-number", "--sensor-mm", "--max-width")
+DEFAULT_REGISTER = "translation"
+"""How photos are aligned to the reference when ``--register`` is not given."""
+
+PHOTO_ONLY_FLAGS = ("--focal-mm", "--f-number", "--sensor-mm", "--max-width", "--register")
 """Flags that apply to ``--photos`` only (``--focus-m`` is shared with stacks in ``sweep``)."""
 
 
 def add_photo_arguments(p: argparse.ArgumentParser, *, photos_help: str, focus_help: str) -> None:
-    """Add ``--photos``, ``--focus-m``, ``--focal-mm``, ``--f-number``, ``--sensor-mm`` and ``--max-width``."""
+    """Add ``--photos``, ``--focus-m``, ``--focal-mm``, ``--f-number``, ``--sensor-mm``, ``--max-width`` and
+    ``--register``."""
+    from ..register import MOTIONS
+
     p.add_argument("--photos", nargs="+", metavar="PHOTO", help=photos_help)
     p.add_argument("--focus-m", nargs="+", type=float, help=focus_help)
     p.add_argument("--focal-mm", type=float, help="photos: focal length in mm (EXIF FocalLength)")
@@ -31,6 +37,14 @@ def add_photo_arguments(p: argparse.ArgumentParser, *, photos_help: str, focus_h
         default=None,
         help=f"photos: working width cap in px (0 = full size; default {DEFAULT_MAX_WIDTH})",
     )
+    p.add_argument(
+        "--register",
+        choices=MOTIONS,
+        default=None,
+        help=f"photos: align each photo to the reference by this motion (default {DEFAULT_REGISTER}, for a "
+        "hand-held bracket; euclidean adds rotation, affine also scale, e.g. focus breathing; none: use the "
+        "photos as shot, e.g. from a tripod)",
+    )
 
 
 def photo_only_flags_given(args: argparse.Namespace) -> dict[str, bool]:
@@ -38,8 +52,10 @@ def photo_only_flags_given(args: argparse.Namespace) -> dict[str, bool]:
     return {flag: getattr(args, flag[2:].replace("-", "_")) is not None for flag in PHOTO_ONLY_FLAGS}
 
 
-def load_bracket_from_args(args: argparse.Namespace):
-    """:func:`bokehdepth.sweep_photos.load_photo_bracket` on ``args.photos`` with the flags' overrides."""
+def load_bracket_from_args(args: argparse.Namespace, register: bool = True):
+    """:func:`bokehdepth.sweep_photos.load_photo_bracket` on ``args.photos`` with the flags' overrides, the
+    photos aligned by ``--register`` unless ``register`` is False (then call :func:`register_from_args` after
+    the checks that need no alignment)."""
     from ..errors import InputError
     from ..sweep_photos import load_photo_bracket
 
@@ -52,7 +68,19 @@ def load_bracket_from_args(args: argparse.Namespace):
         focus_m=args.focus_m,
         sensor_mm=args.sensor_mm,
         max_width=DEFAULT_MAX_WIDTH if args.max_width is None else args.max_width,
+        register=_motion(args) if register else "none",
     )
+
+
+def _motion(args: argparse.Namespace) -> str:
+    return DEFAULT_REGISTER if args.register is None else args.register
+
+
+def register_from_args(args: argparse.Namespace, bracket):
+    """:func:`bokehdepth.sweep_photos.register_bracket` with ``--register`` (default :data:`DEFAULT_REGISTER`)."""
+    from ..sweep_photos import register_bracket
+
+    return register_bracket(bracket, _motion(args))
 
 
 def ignore_flags(args: argparse.Namespace, flags: dict[str, bool], why: str) -> None:

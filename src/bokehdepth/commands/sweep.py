@@ -1,7 +1,8 @@
 """``bokehdepth sweep``: the Depth-from-Bokeh Sweep (no learned weights).
 
 ``bokehdepth sweep STACK_DIR -o OUT_DIR [--focus-side near|far] [--window W] [--max-radius R]`` or
-``bokehdepth sweep --photos A.jpg B.jpg … -o OUT_DIR [--focal-mm F --f-number N … --focus-m S … --sensor-mm W]``
+``bokehdepth sweep --photos A.jpg B.jpg … -o OUT_DIR [--focal-mm F --f-number N … --focus-m S … --sensor-mm W]
+[--register MOTION]`` (photos aligned to the reference first, ``translation`` by default)
 writes ``depth.npy`` (metres, NaN unknown), ``disp_offset.npy`` (|disp − disp_focus|), ``confidence.npy``,
 ``depth_color.png``, ``sweep_plot.png`` and ``sweep.json``; with the sign unresolved also ``depth_near.npy``,
 ``depth_far.npy`` and ``ambiguous.npy``.
@@ -201,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
             "depth_written": result.depth is not None,
             "ambiguous_fraction": None if result.ambiguous is None else float(result.ambiguous.mean()),
             "lens": stack.lens,
+            "registration": stack.extra.get("registration", []),
             "ignored_flags": args.ignored_flags,
         }
         write_json(tmp / "sweep.json", info)
