@@ -161,6 +161,23 @@ def _train(manifest, out, *extra):
     return main([*args, *[str(x) for x in extra]])
 
 
+def _train_killed_in_step(n, monkeypatch, manifest, out, *extra):
+    """``_train`` with the process interrupted (KeyboardInterrupt) when the ``n``-th compact step begins."""
+    from bokehdepth.train import stage2
+
+    real_step, calls = stage2.compact_step, []
+
+    def crash(m, b, single, **kw):
+        calls.append(single)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return real_step(m, b, single, **kw)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(stage2, "compact_step", crash)
+        return _train(manifest, out, *extra)
+
+
 def _log(out):
     return [json.loads(x) for x in (out / "loss.jsonl").read_text().splitlines()]
 
@@ -177,23 +194,11 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(manifest, tmp_
     the checkpoint mid-epoch (skipped batches) and step 6 in the next epoch; stack dropout draws its RNG."""
     from safetensors.torch import load_file
 
-    from bokehdepth.train import stage2
-
     cfg = json.dumps({**json.loads(TINY_COMPACT), "cost_bins": 4})
     common = ["--config", cfg, "--batch-size", 1, "--save-every", 2, "--stack-dropout", 0.5, "--steps", 6]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _train(manifest, full, *common) == 0
-    real_step, calls = stage2.compact_step, []
-
-    def crash_in_step_6(m, b, single, **kw):
-        calls.append(single)
-        if len(calls) == 6:
-            raise KeyboardInterrupt
-        return real_step(m, b, single, **kw)
-
-    with monkeypatch.context() as mp:
-        mp.setattr(stage2, "compact_step", crash_in_step_6)
-        assert _train(manifest, cut, *common) == 130
+    assert _train_killed_in_step(6, monkeypatch, manifest, cut, *common) == 130
     assert [r["step"] for r in _log(cut)] == [1, 2, 3, 4, 5]
     state = json.loads((cut / "last" / "state.json").read_text())
     assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (4, 0, 4)
@@ -801,24 +806,12 @@ def test_random_crop_run_resumes_exactly_and_is_recorded(wide_manifest, tmp_path
     come from (seed, epoch)); it differs from the centre-crop run; --crop is checked on resume."""
     from safetensors.torch import load_file
 
-    from bokehdepth.train import stage2
-
     cfg = json.dumps({**json.loads(TINY_COMPACT), "cost_bins": 4})
     common = ["--config", cfg, "--batch-size", 1, "--save-every", 2, "--steps", 5, "--crop", "random"]
     full, cut, centre = tmp_path / "full", tmp_path / "cut", tmp_path / "centre"
     assert _train(wide_manifest, full, *common) == 0
     assert json.loads((full / "last" / "state.json").read_text())["settings"]["crop"] == "random"
-    real_step, calls = stage2.compact_step, []
-
-    def crash_in_step_4(m, b, single, **kw):
-        calls.append(single)
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_step(m, b, single, **kw)
-
-    with monkeypatch.context() as mp:
-        mp.setattr(stage2, "compact_step", crash_in_step_4)
-        assert _train(wide_manifest, cut, *common) == 130
+    assert _train_killed_in_step(4, monkeypatch, wide_manifest, cut, *common) == 130
     capsys.readouterr()
     assert _train(wide_manifest, cut, *common[:-2], "--resume") == 2  # --crop left out: center, refused
     err = _one_error_line(capsys)
