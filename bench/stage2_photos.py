@@ -9,7 +9,8 @@ with the bracket, and the same weights on the reference photo alone (``single_fr
 alignment) per focus placement: ``near`` (the nearest surface in focus, recorded), ``far`` (the farthest,
 recorded) and ``subject`` (focus inside the scene, side unknown). ``--shift PX``: a hand-held bracket, every
 photo but the reference moved by PX px in a random direction; ``--register MOTION`` adds the same brackets
-aligned by :mod:`bokehdepth.register` (chained from the reference in order of K, as ``--photos`` does).
+aligned by :mod:`bokehdepth.register` (each against the already aligned photo nearest in K, as ``--photos``
+does).
 
     OMP_NUM_THREADS=1 nice venv/bin/python bench/stage2_photos.py --depth-range 0.5 5 --scenes 10
 """
@@ -101,8 +102,7 @@ def main() -> None:
                 name = f"σ {sigma:g}, {'8-bit' if quantise else 'float'}" + (f", moved {px:g} px" if px else "")
                 arms = [("bracket", False, stack), ("single-frame", True, stack)]
                 if px and args.register != "none":
-                    order = [int(i) for i in np.argsort(Ks)]  # chained from the reference in order of K
-                    aligned, _ = register_to_reference(frames, ref, args.register, order=order)
+                    aligned, _ = register_to_reference(frames, ref, args.register, key=Ks)  # as --photos does
                     arms.insert(1, (f"bracket, aligned ({args.register})", False, replace(stack, frames=aligned)))
                 for arm, single, st in arms:
                     depth = pred.predict(None, st, single_frame=single).depth

@@ -41,7 +41,7 @@ def test_shifts_of_blurred_photos_come_back():
     frames = _bracket()
     truth = [np.array([[1, 0, 2.6], [0, 1, -1.3]]), np.array([[1, 0, -3.4], [0, 1, 0.7]])]
     photos = [frames[0]] + [_moved(f, t) for f, t in zip(frames[1:], truth)]
-    aligned, found = reg.register_to_reference(photos, 0, "translation", order=[0, 1, 2])
+    aligned, found = reg.register_to_reference(photos, 0, "translation", key=[1.0, 8.0, 16.0])
     assert found[0].method == "identity" and aligned[0] is photos[0]
     for al, true in zip(found[1:], truth):
         assert al.trusted and al.applied and al.displacement_px == pytest.approx(np.hypot(*true[:, 2]), abs=0.3)
@@ -83,8 +83,8 @@ def test_untrusted_estimate_warns_and_leaves_the_photo(monkeypatch):
 
 def test_bad_arguments():
     frames = _bracket((1.0, 8.0))
-    with pytest.raises(ValueError, match="order must list every frame once, the reference 0 first"):
-        reg.register_to_reference(frames, 0, order=[1, 0])
+    with pytest.raises(ValueError, match=r"key must give one number per frame \(2\), got 3"):
+        reg.register_to_reference(frames, 0, key=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="motion must be one of"):
         reg.estimate_alignment(frames[0], frames[1], "homography")
     with pytest.raises(ValueError, match="sizes differ"):
@@ -151,6 +151,73 @@ def test_a_frame_that_cannot_be_aligned_is_skipped_as_a_chain_link():
     true = np.array([[1, 0, 2.0], [0, 1, -1.0]])
     photos = [frames[0], blank, _moved(frames[1], true)]
     with pytest.warns(UserWarning, match=r"^frame 1: not aligned to the reference \(no reliable match"):
-        aligned, found = reg.register_to_reference(photos, 0, "translation", order=[0, 1, 2])
+        aligned, found = reg.register_to_reference(photos, 0, "translation", key=[1.0, 4.0, 8.0])
     assert not found[1].trusted and aligned[1] is blank
     assert found[2].trusted and _corner_error(found[2].matrix, true) < 0.3  # compared with the reference
+
+
+def test_large_non_square_rotated_photo_comes_back_through_the_coarse_level():
+    """420×300 px (above the 256-px coarse level, unequal axis scales): the coarse estimate is scaled back to
+    the photo's pixels; euclidean recovers a 0.4° turn, translation is off by what the turn moves the corners."""
+    h, w = 300, 420
+    img = texture(h, w, seed=3, cell=3)
+    disp = np.full((h, w), 0.5, np.float32)
+    disp[:, : w // 2] = 1.0
+    ref, far = (render(img, disp, K, 1.0, gamma=2.2) for K in (1.0, 8.0))
+    true = cv2.getRotationMatrix2D((w / 2, h / 2), 0.4, 1.0)
+    true[:, 2] += (3.0, -2.0)
+    photo = cv2.warpAffine(far, true, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT_101)
+    corners = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], float)
+
+    def err(m):
+        return float(np.hypot(*(corners @ m.T - corners @ true.T).T).max())
+
+    assert err(reg.estimate_alignment(ref, photo, "euclidean").matrix) < 0.3
+    turn = float(np.hypot(*(corners @ cv2.getRotationMatrix2D((w / 2, h / 2), 0.4, 1.0).T - corners[:, :2]).T).max())
+    assert err(reg.estimate_alignment(ref, photo, "translation").matrix) == pytest.approx(turn, abs=0.5)
+
+
+def test_each_photo_is_compared_with_the_aligned_one_nearest_in_key(monkeypatch):
+    """A focus bracket (key: focus disparity 2, 1.4, 1, 0.67, 0.33 1/m; the reference the middle one) is aligned
+    outwards from the reference, each photo against the already aligned photo nearest in focus."""
+    frames = [np.full((8, 8, 3), i / 10, np.float32) for i in range(5)]
+    seen = []
+
+    def fake(reference, photo, motion):
+        seen.append(
+            (
+                next(j for j, f in enumerate(frames) if f is reference),
+                next(j for j, f in enumerate(frames) if f is photo),
+            )
+        )
+        return reg.Alignment(np.eye(2, 3), motion, 0.0, True, False, "ecc")
+
+    monkeypatch.setattr(reg, "estimate_alignment", fake)
+    reg.register_to_reference(frames, 2, "translation", key=[2.0, 1.4, 1.0, 0.67, 0.33])
+    assert seen == [(2, 3), (2, 1), (3, 4), (1, 0)]
+    seen.clear()
+    reg.register_to_reference(frames, 2, "translation")  # no key: every photo against the reference
+    assert sorted(seen) == [(2, 0), (2, 1), (2, 3), (2, 4)]
+
+
+def test_single_channel_and_non_finite_photos():
+    frames = _bracket((1.0, 8.0))
+    grey = [f.mean(2, keepdims=True) for f in frames]
+    true = np.array([[1, 0, 1.5], [0, 1, 1.0]])
+    moved = _moved(grey[1], true)[..., None]
+    al = reg.estimate_alignment(grey[0], moved, "translation")
+    assert _corner_error(al.matrix, true) < 0.3 and reg.apply_alignment(moved, al).shape == (96, 128, 1)
+    bad = frames[1].copy()
+    bad[10, 10] = np.nan
+    al = reg.estimate_alignment(frames[0], bad, "translation")
+    assert (al.trusted, al.method, al.displacement_px) == (False, "none", 0.0)
+    assert json.loads(json.dumps(al.to_dict(), allow_nan=False))["trusted"] is False
+
+
+def test_register_with_single_frame_depth_is_ignored_with_a_warning(tmp_path, capsys):
+    photos = _photos(tmp_path, (2.5, -1.5))
+    argv = ["depth", "--photos", *photos, "--single-frame", "--register", "euclidean", "-o", str(tmp_path / "o")]
+    assert main(argv) == 0
+    assert "warning: --register ignored: --single-frame uses the reference photo alone" in capsys.readouterr().err
+    info = json.loads((tmp_path / "o" / "depth_info.json").read_text())
+    assert info["ignored_flags"] == ["--register"] and info["registration"] == []

@@ -822,3 +822,16 @@ def test_random_crop_run_resumes_exactly_and_is_recorded(wide_manifest, tmp_path
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
     assert _train(wide_manifest, centre, *common[:-2]) == 0
     assert [r["loss"] for r in _log(centre)] != pytest.approx([r["loss"] for r in _log(full)], abs=1e-5)
+
+
+def test_plain_index_gives_the_centre_square_for_any_free_space():
+    from bokehdepth.io import Stack
+    from bokehdepth.train.stage2 import _SceneSet, crop_scene, prepare_scene
+
+    img, stack, depth = _columns_scene(width=41, height=30)  # 11 free columns: centre left edge 5
+    stack = Stack(frames=stack.frames, K=stack.K, disp_focus=0.5)
+    whole = prepare_scene(img, stack, depth, size=30, max_frames=3, crop="random")
+    centre = prepare_scene(img, stack, depth, size=30, max_frames=3)
+    assert centre["depth"][0, 0] == 6.0  # column 5 (depth = column + 1)
+    for got in (_SceneSet([whole])[0]["depth"], crop_scene(whole)["depth"]):
+        assert got.shape == (30, 30) and (got == centre["depth"]).all()

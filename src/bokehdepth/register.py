@@ -138,8 +138,9 @@ def _near(found: np.ndarray, start: np.ndarray, size: tuple[int, int]) -> bool:
 def estimate_alignment(reference: np.ndarray, photo: np.ndarray, motion: str = "translation") -> Alignment:
     """The motion that maps ``reference`` pixel coordinates onto ``photo`` (both (H, W[, C]), same size).
 
-    Estimated at the coarse size (longest side :data:`COARSE_SIZE` px; sub-pixel there, so a fraction of a
-    pixel at the model's 128-px working size whatever the photos' size): phase correlation gives the
+    Estimated at the coarse size (longest side :data:`COARSE_SIZE` px; ECC is sub-pixel there, the
+    phase-correlation fallback within about half a coarse pixel, so a fraction of a pixel at the model's
+    128-px working size whatever the photos' size): phase correlation gives the
     translation, ECC refines it for ``motion`` and is kept only where it stays within
     :data:`MAX_REFINEMENT` coarse pixels of it at the frame's centre and turns or scales by no more than
     :data:`MAX_LINEAR` (a fit pulled off by the blur difference moves far; a photo blurred all over may not
@@ -165,7 +166,8 @@ def estimate_alignment(reference: np.ndarray, photo: np.ndarray, motion: str = "
         cv2.GaussianBlur(cv2.resize(_grey(x), size, interpolation=cv2.INTER_AREA), (0, 0), 1.0)
         for x in (reference, photo)
     )
-    if min(ref_c.std(), img_c.std()) < FLAT:  # a flat image has nothing to align on
+    if not (np.isfinite(ref_c).all() and np.isfinite(img_c).all()) or min(ref_c.std(), img_c.std()) < FLAT:
+        # a flat (or non-finite) image has nothing to align on
         return Alignment(_identity(), motion, 0.0, False, False, "none")
     window = cv2.createHanningWindow(size, cv2.CV_64F)
     (dx, dy), response = cv2.phaseCorrelate(ref_c.astype(np.float64), img_c.astype(np.float64), window)
@@ -203,7 +205,7 @@ def apply_alignment(photo: np.ndarray, alignment: Alignment) -> np.ndarray:
         flags=cv2.INTER_LANCZOS4 | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REFLECT_101,
     )
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    return np.clip(out, 0.0, 1.0).astype(np.float32).reshape(photo.shape)  # warpAffine drops a 1-channel axis
 
 
 def register_to_reference(
@@ -211,7 +213,7 @@ def register_to_reference(
     reference: int,
     motion: str = "translation",
     names: list[str] | None = None,
-    order: list[int] | None = None,
+    key: list[float] | None = None,
 ) -> tuple[list[np.ndarray], list[Alignment]]:
     """Align every frame to ``frames[reference]`` (see the module docstring).
 
@@ -220,37 +222,35 @@ def register_to_reference(
         reference: index of the reference frame.
         motion: one of :data:`MOTIONS`.
         names: what a warning calls each frame (default: its index).
-        order: the frames in the order to align them, starting with ``reference``; each is aligned to the one
-            before it, once that one is on the reference's grid. For an aperture bracket in order of K each
-            photo is then compared with the most alike one (phase correlation between the f/8 reference and an
-            f/1.4 photo whose background is a blur can lock onto the wrong peak); a frame that could not be
-            aligned is skipped as a link (the next one is compared with the last aligned one). None: every
-            frame against the reference directly.
+        key: one number per frame saying how alike the frames look (K for an aperture bracket, the focus
+            disparity for a focus bracket). Frames are then aligned in order of their key's distance from the
+            reference's, each against the already aligned frame with the nearest key: phase correlation
+            between the f/8 reference and an f/1.4 photo whose background is a blur can lock onto the wrong
+            peak, against the f/2 photo it does not. A frame that could not be aligned is not used as a
+            neighbour. None: every frame against the reference directly.
 
     Returns the aligned frames (the reference and unmoved frames as given) and one :class:`Alignment` per frame
     (the reference's is the identity). A frame whose estimate is not trusted is left as it is, with one warning
     naming it (``names[i]``, else its index).
     """
-    if order is None:  # every frame against the reference
-        pairs = [(reference, i) for i in range(len(frames)) if i != reference]
-    else:
-        order = list(order)
-        if sorted(order) != list(range(len(frames))) or order[0] != reference:
-            raise ValueError(f"order must list every frame once, the reference {reference} first; got {order}")
-        pairs = list(zip(order[:-1], order[1:]))
-    out: list[np.ndarray | None] = [None] * len(frames)
-    found: list[Alignment | None] = [None] * len(frames)
+    n = len(frames)
+    if key is not None and len(key) != n:
+        raise ValueError(f"key must give one number per frame ({n}), got {len(key)}")
+    kv = np.zeros(n) if key is None else np.asarray(key, dtype=float)
+    order = sorted((i for i in range(n) if i != reference), key=lambda i: abs(kv[i] - kv[reference]))
+    out: list[np.ndarray | None] = [None] * n
+    found: list[Alignment | None] = [None] * n
     out[reference] = frames[reference]
     found[reference] = Alignment(_identity(), motion, 0.0, True, False, "identity")
-    chained = order is not None
-    anchor = reference  # the last frame of the chain on the reference's grid
-    for prev, i in pairs:
+    aligned = [reference]  # frames on the reference's grid that later frames may be compared with
+    for i in order:
         if motion == "none":
             al = Alignment(_identity(), motion, 0.0, True, False, "identity")
         else:
-            al = estimate_alignment(out[anchor if chained else prev], frames[i], motion)
+            against = reference if key is None else min(aligned, key=lambda j: abs(kv[j] - kv[i]))
+            al = estimate_alignment(out[against], frames[i], motion)
             if al.trusted:
-                anchor = i
+                aligned.append(i)
             else:
                 name = names[i] if names else f"frame {i}"
                 why = (

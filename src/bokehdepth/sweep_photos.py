@@ -178,15 +178,11 @@ def register_bracket(bracket: PhotoBracket, motion: str) -> PhotoBracket:
     if motion == "none":
         return bracket
     stack = bracket.stack
-    # chained from the reference, each photo against the most alike one already aligned: in order of K for an
-    # aperture bracket, of focus distance from the reference's for a focus bracket
-    closeness = (
-        stack.K if bracket.kind == "aperture" else np.abs(bracket.disp_focus - bracket.disp_focus[stack.reference])
-    )
-    order = [int(i) for i in np.argsort(closeness, kind="stable")]
-    order = [stack.reference] + [i for i in order if i != stack.reference]
+    # each photo against the most alike one already aligned: nearest in K (aperture bracket) or in focus
+    # disparity (focus bracket)
+    key = list(stack.K) if bracket.kind == "aperture" else [float(d) for d in bracket.disp_focus]
     names = [str(p) for p in bracket.paths]
-    frames, found = register_to_reference(stack.frames, stack.reference, motion, names, order)
+    frames, found = register_to_reference(stack.frames, stack.reference, motion, names, key)
     stack = replace(stack, frames=frames, extra={**stack.extra, "registration": [a.to_dict() for a in found]})
     return replace(bracket, stack=stack, registration=found)
 

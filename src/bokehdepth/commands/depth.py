@@ -106,7 +106,9 @@ def _from_photos(args: argparse.Namespace):
             f"--photos: the f-numbers give K {[round(k, 4) for k in stack.K]} (px·m), too alike to carry a "
             "defocus cue; bracket a wider range of f-numbers (e.g. f/8 and f/2) or pass --single-frame"
         )
-    if not args.single_frame:  # the reference alone needs no alignment
+    if args.single_frame:  # the reference alone needs no alignment
+        ignore_flags(args, {"--register": args.register is not None}, "--single-frame uses the reference photo alone")
+    else:
         stack = register_from_args(args, bracket).stack
     return stack.frames[stack.reference], stack, bracket.sizes[stack.reference]
 

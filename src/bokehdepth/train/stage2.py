@@ -339,15 +339,20 @@ def collate(scenes: list[dict]) -> Stage2Batch:
 _PER_PIXEL = ("ref", "stack", "depth", "cost")
 
 
-def crop_scene(scene: dict, u: float, v: float) -> dict:
+def crop_scene(scene: dict, u: float | None = None, v: float | None = None) -> dict:
     """The ``scene["crop"]``² square of a scene prepared with ``crop="random"`` whose top-left corner lies at
-    fraction ``u`` of the free rows and ``v`` of the free columns (0: top/left edge, →1: bottom/right edge), cut
-    alike from every per-pixel array; a scene without ``"crop"`` is returned as it is."""
+    fraction ``u`` of the free rows and ``v`` of the free columns (0: top/left edge, →1: bottom/right edge;
+    None: the centre square, as ``crop="center"`` cuts it), cut alike from every per-pixel array; a scene
+    without ``"crop"`` is returned as it is."""
     if "crop" not in scene:
         return scene
     side = scene["crop"]
     h, w = scene["depth"].shape
-    top, left = min(int(u * (h - side + 1)), h - side), min(int(v * (w - side + 1)), w - side)
+
+    def start(frac: float | None, free: int) -> int:
+        return free // 2 if frac is None else min(int(frac * (free + 1)), free)
+
+    top, left = start(u, h - side), start(v, w - side)
     s = {k: v for k, v in scene.items() if k != "crop"}
     for k in _PER_PIXEL:
         if k in s:
@@ -358,7 +363,7 @@ def crop_scene(scene: dict, u: float, v: float) -> dict:
 class _SceneSet:
     """torch-style dataset over prepared scenes; a key ``(index, flip, u, v)`` (from :class:`_EpochSampler`)
     returns the scene's square at ``(u, v)`` (:func:`crop_scene`, scenes prepared with ``crop="random"``),
-    mirrored horizontally when ``flip``."""
+    mirrored horizontally when ``flip``; a plain index returns the centre square, unflipped."""
 
     def __init__(self, scenes: list[dict]):
         self.scenes = scenes
@@ -367,7 +372,7 @@ class _SceneSet:
         return len(self.scenes)
 
     def __getitem__(self, key) -> dict:
-        i, flip, u, v = key if isinstance(key, tuple) else (key, False, 0.5, 0.5)
+        i, flip, u, v = key if isinstance(key, tuple) else (key, False, None, None)
         s = dict(crop_scene(self.scenes[i], u, v))
         if flip:  # every per-pixel array is flipped together (the disc is symmetric)
             for k in _PER_PIXEL:
