@@ -65,10 +65,10 @@ def main() -> None:
                 for true in truth[1:]:
                     rows.setdefault(f"{key} | none", []).append(corner_error(true, np.eye(2, 3), corners))
                 for motion in args.motions:
-                    for chain, key in (("direct", None), ("against the nearest in K", Ks)):
+                    for chain, near in (("direct", None), ("against the nearest in K", Ks)):
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
-                            _, found = register_to_reference(moved, 0, motion, key=key)
+                            _, found = register_to_reference(moved, 0, motion, key=near)
                         for al, true in zip(found[1:], truth[1:]):
                             rows.setdefault(f"{key} | {motion}, {chain}", []).append(
                                 corner_error(true, al.matrix, corners)
