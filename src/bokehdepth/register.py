@@ -244,26 +244,23 @@ def register_to_reference(
     found[reference] = Alignment(_identity(), motion, 0.0, True, False, "identity")
     aligned = [reference]  # frames on the reference's grid that later frames may be compared with
     for i in order:
-        if motion == "none":
-            al = Alignment(_identity(), motion, 0.0, True, False, "identity")
+        against = reference if key is None else min(aligned, key=lambda j: abs(kv[j] - kv[i]))
+        al = estimate_alignment(out[against], frames[i], motion)  # "none": the identity
+        if al.trusted:
+            aligned.append(i)
         else:
-            against = reference if key is None else min(aligned, key=lambda j: abs(kv[j] - kv[i]))
-            al = estimate_alignment(out[against], frames[i], motion)
-            if al.trusted:
-                aligned.append(i)
-            else:
-                name = names[i] if names else f"frame {i}"
-                why = (
-                    "no reliable match, e.g. blurred all over"
-                    if al.method == "none"
-                    else f"the {motion} estimate moves it by {al.displacement_px:.0f} px, over "
-                    f"{MAX_DISPLACEMENT:.0%} of the frame"
-                )
-                warnings.warn(
-                    f"{name}: not aligned to the reference ({why}); it is used as shot. Check that the photos show "
-                    "the same scene, or pass --register none to skip alignment",
-                    stacklevel=2,
-                )
+            name = names[i] if names else f"frame {i}"
+            why = (
+                "no reliable match, e.g. blurred all over"
+                if al.method == "none"
+                else f"the {motion} estimate moves it by {al.displacement_px:.0f} px, over "
+                f"{MAX_DISPLACEMENT:.0%} of the frame"
+            )
+            warnings.warn(
+                f"{name}: not aligned to the reference ({why}); it is used as shot. Check that the photos show "
+                "the same scene, or pass --register none to skip alignment",
+                stacklevel=2,
+            )
         found[i] = al
         out[i] = apply_alignment(frames[i], al)
     return out, found

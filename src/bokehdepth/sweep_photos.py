@@ -9,9 +9,9 @@ Two kinds of bracket are recognised from the focus distances (after overrides):
 
 Photos are display-encoded (sRGB); the sweep linearises them with gamma 2.2. They are resized (area
 averaging) to a common working size — the smallest photo's size, capped at ``max_width`` px — and K is
-computed at that width. With ``register`` other than ``"none"`` every photo is then aligned to the reference
-by a global motion (:mod:`bokehdepth.register`: ``translation`` for a hand-held bracket; ``affine`` also
-follows the magnification change of focus breathing); otherwise the photos must be registered (tripod).
+computed at that width. :func:`register_bracket` then aligns every photo to the reference by a global motion
+(:mod:`bokehdepth.register`: ``translation`` for a hand-held bracket; ``affine`` also follows the
+magnification change of focus breathing); without it the photos must be registered (tripod).
 """
 
 from __future__ import annotations
@@ -89,7 +89,6 @@ def load_photo_bracket(
     focus_m: Sequence[float] | float | None = None,
     sensor_mm: float | None = None,
     max_width: int | None = 1024,
-    register: str = "none",
 ) -> PhotoBracket:
     """Read a bracket of photos of one static scene.
 
@@ -99,8 +98,6 @@ def load_photo_bracket(
         f_number, focus_m: one value for all photos or one per photo (overrides / supplies FNumber and
             SubjectDistance).
         max_width: cap on the working width in px (None or 0: the smallest photo's width).
-        register: motion model aligning every photo to the reference (:data:`bokehdepth.register.MOTIONS`;
-            ``"none"``: the photos are used as shot).
     Raises:
         InputError: fewer than two photos, a missing EXIF tag (naming the tag and the flag), different aspect
             ratios, all photos equally blurred.
@@ -109,11 +106,8 @@ def load_photo_bracket(
 
     from .exif import lens_settings_from_photo, read_exif
     from .io import read_image
-    from .register import MOTIONS
 
     paths = [Path(p) for p in paths]
-    if register not in MOTIONS:
-        raise InputError(f"--register: {register!r} is not one of {', '.join(MOTIONS)}")
     if len(paths) < 2:
         raise InputError(f"--photos: a bracket needs at least 2 photos of the same scene, got {len(paths)}")
     n = len(paths)
@@ -160,8 +154,7 @@ def load_photo_bracket(
         names=[p.name for p in paths],
         extra={"bracket": kind},
     )
-    bracket = PhotoBracket(stack=stack, settings=settings, kind=kind, paths=paths, sizes=[(h, w) for w, h in sizes])
-    return register_bracket(bracket, register)
+    return PhotoBracket(stack=stack, settings=settings, kind=kind, paths=paths, sizes=[(h, w) for w, h in sizes])
 
 
 def register_bracket(bracket: PhotoBracket, motion: str) -> PhotoBracket:

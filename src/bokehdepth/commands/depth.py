@@ -92,7 +92,7 @@ def _from_photos(args: argparse.Namespace):
     """(reference photo, metric stack, the reference photo's (H, W)) from an aperture bracket."""
     import numpy as np
 
-    bracket = load_bracket_from_args(args, register=False)
+    bracket = load_bracket_from_args(args)
     if bracket.kind != "aperture":
         focus = bracket.stack.lens
         lo, hi = min(s["focus_m"] for s in focus), max(s["focus_m"] for s in focus)

@@ -52,10 +52,9 @@ def photo_only_flags_given(args: argparse.Namespace) -> dict[str, bool]:
     return {flag: getattr(args, flag[2:].replace("-", "_")) is not None for flag in PHOTO_ONLY_FLAGS}
 
 
-def load_bracket_from_args(args: argparse.Namespace, register: bool = True):
-    """:func:`bokehdepth.sweep_photos.load_photo_bracket` on ``args.photos`` with the flags' overrides, the
-    photos aligned by ``--register`` unless ``register`` is False (then call :func:`register_from_args` after
-    the checks that need no alignment)."""
+def load_bracket_from_args(args: argparse.Namespace):
+    """:func:`bokehdepth.sweep_photos.load_photo_bracket` on ``args.photos`` with the flags' overrides (the
+    photos as shot: :func:`register_from_args` aligns them, after the checks that need no alignment)."""
     from ..errors import InputError
     from ..sweep_photos import load_photo_bracket
 
@@ -68,19 +67,14 @@ def load_bracket_from_args(args: argparse.Namespace, register: bool = True):
         focus_m=args.focus_m,
         sensor_mm=args.sensor_mm,
         max_width=DEFAULT_MAX_WIDTH if args.max_width is None else args.max_width,
-        register=_motion(args) if register else "none",
     )
-
-
-def _motion(args: argparse.Namespace) -> str:
-    return DEFAULT_REGISTER if args.register is None else args.register
 
 
 def register_from_args(args: argparse.Namespace, bracket):
     """:func:`bokehdepth.sweep_photos.register_bracket` with ``--register`` (default :data:`DEFAULT_REGISTER`)."""
     from ..sweep_photos import register_bracket
 
-    return register_bracket(bracket, _motion(args))
+    return register_bracket(bracket, DEFAULT_REGISTER if args.register is None else args.register)
 
 
 def ignore_flags(args: argparse.Namespace, flags: dict[str, bool], why: str) -> None:

@@ -20,7 +20,13 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from .photo_flags import add_photo_arguments, ignore_flags, load_bracket_from_args, photo_only_flags_given
+from .photo_flags import (
+    add_photo_arguments,
+    ignore_flags,
+    load_bracket_from_args,
+    photo_only_flags_given,
+    register_from_args,
+)
 
 SWEEP_OUTPUTS = (
     "depth.npy",
@@ -153,7 +159,7 @@ def _run_photos(args: argparse.Namespace):
         "photos give a metric stack (K in px·m from the lens settings)",
     )
     check_config(_config(args, None))
-    bracket = load_bracket_from_args(args)
+    bracket = register_from_args(args, load_bracket_from_args(args))
     where = "--photos"
     if bracket.kind == "focus":
         ignore_flags(

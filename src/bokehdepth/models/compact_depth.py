@@ -460,14 +460,18 @@ def prepare_k(K: torch.Tensor, convention: str, frame_width: float, work_width: 
 
 
 def save_compact_depth(model: CompactDepthModel, path: str | Path, extra_meta: dict | None = None) -> None:
-    """Save weights as safetensors with the config JSON (and ``extra_meta``) in the metadata."""
+    """Save weights as safetensors with the config JSON (and ``extra_meta``) in the metadata (atomically: a
+    temporary file renamed onto ``path``)."""
     from safetensors.torch import save_file
+
+    from ..io import atomic_file
 
     meta = {"config": model.cfg.to_json(), "format": "bokehdepth-compact-depth-v1"}
     for k, v in (extra_meta or {}).items():
         meta[k] = v if isinstance(v, str) else json.dumps(v)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=meta)
+    with atomic_file(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
 
 
 INFERENCE_OPTIONS = ("upsample", "upsample_sigma")
@@ -480,23 +484,16 @@ def set_inference_options(src: str | Path, dst: str | Path, **options) -> Compac
 
     Used for the embedded weights (``upsample="joint_bilateral"``, chosen after training, docs/stage2.md §4).
     """
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from ..io import atomic_file
+    from .checkpoints import read_safetensors_metadata
 
     unknown = sorted(set(options) - set(INFERENCE_OPTIONS))
     if unknown:
         raise ValueError(f"set_inference_options: {unknown} are not inference options {INFERENCE_OPTIONS}")
-    load_compact_depth(src)  # a valid compact checkpoint (one-line errors otherwise)
-    with safe_open(str(src), "pt") as f:
-        meta = dict(f.metadata())
-        state = {k: f.get_tensor(k) for k in f.keys()}
-    cfg = CompactDepthConfig.from_json(json.dumps({**json.loads(meta["config"]), **options}))  # validated
-    meta["config"] = cfg.to_json()
-    with atomic_file(dst) as tmp:
-        save_file(state, str(tmp), metadata=meta)
-    return cfg
+    model = load_compact_depth(src)  # a valid compact checkpoint (one-line errors otherwise)
+    model.cfg = CompactDepthConfig(**{**asdict(model.cfg), **options})  # validated
+    kept = {k: v for k, v in read_safetensors_metadata(src, "").items() if k not in ("config", "format")}
+    save_compact_depth(model, dst, kept)
+    return model.cfg
 
 
 def load_compact_depth(path: str | Path | None = None, device: str = "cpu") -> CompactDepthModel:

@@ -434,28 +434,23 @@ def compact_k_input(batch: Stage2Batch, cfg, width: int | None = None):
     )
 
 
-def _split_by_size(scenes: list[dict]) -> list[list[dict]]:
-    """Consecutive runs of scenes of one frame size (scenes prepared with ``crop="random"`` keep their own)."""
-    runs: list[list[dict]] = []
-    for s in scenes:
-        if runs and runs[-1][0]["depth"].shape == s["depth"].shape:
-            runs[-1].append(s)
-        else:
-            runs.append([s])
-    return runs
-
-
 def cache_cost_volumes(model, scenes: list[dict], batch_size: int = 16) -> None:
     """Compute the compact model's defocus cost volume once per (unflipped) scene and keep it in
     ``scene["cost"]`` (float16 [J, H, W]); the volume depends on the data only (the frames, K and each stack's
     gamma), not on the weights. Scenes prepared with ``crop="random"`` get it over their whole frame and
     :func:`crop_scene` cuts it with the frames."""
+    from itertools import groupby
+
     import torch
     from tqdm import tqdm
 
-    with_stack = sorted((s for s in scenes if len(s["K"])), key=lambda s: s["depth"].shape)  # one size per chunk
-    chunks = [with_stack[i : i + batch_size] for i in range(0, len(with_stack), batch_size)]
-    chunks = [c for chunk in chunks for c in _split_by_size(chunk)]
+    def size(s: dict) -> tuple[int, ...]:
+        return s["depth"].shape
+
+    chunks = []  # of one frame size each (scenes prepared with crop="random" keep their own)
+    for _, same in groupby(sorted((s for s in scenes if len(s["K"])), key=size), key=size):
+        same = list(same)
+        chunks += [same[i : i + batch_size] for i in range(0, len(same), batch_size)]
     for chunk in tqdm(chunks, desc="cost volumes", leave=False):
         b = collate(chunk)
         with torch.no_grad():
